@@ -1,0 +1,1 @@
+//! corekv-engine: the MVCC store (in progress).

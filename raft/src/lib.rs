@@ -1,0 +1,1 @@
+//! corekv-raft: Raft as a pure state machine (in progress).

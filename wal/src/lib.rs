@@ -1,0 +1,1 @@
+//! corekv-wal: the write-ahead log and snapshot files (in progress).
