@@ -1,0 +1,170 @@
+//! The engine's vocabulary: revisions, lease ids, keys, key-values and watch events.
+//!
+//! These mirror etcd's `mvccpb` and `etcdserverpb` shapes closely so the gateways only
+//! translate field by field, but they carry newtypes instead of bare integers.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+/// A main revision of the store: etcd's `revision` / `mod_revision` / `create_revision`.
+///
+/// Revision 0 means "no revision" (a key that does not exist, or "the current revision"
+/// in a request); the first write of a new store gets revision 2, as in etcd, whose
+/// empty store already sits at revision 1.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Revision(pub i64);
+
+impl Revision {
+    /// "No revision" / "current revision" in requests.
+    pub const ZERO: Revision = Revision(0);
+
+    /// The revision a brand-new store reports, as etcd does.
+    pub const INITIAL: Revision = Revision(1);
+
+    /// The next main revision.
+    pub fn next(self) -> Revision {
+        Revision(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A lease id. 0 is etcd's `NoLease`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeaseId(pub i64);
+
+impl LeaseId {
+    /// etcd's `NoLease`: a key without a lease, or "choose an id for me" in a grant.
+    pub const NONE: LeaseId = LeaseId(0);
+
+    /// Whether this is the "no lease" id.
+    pub fn is_none(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:x}", self.0)
+    }
+}
+
+/// The longest key stored inline, without a heap allocation.
+pub const KEY_INLINE_BYTES_MAX: usize = 22;
+
+/// A key in the index: up to [`KEY_INLINE_BYTES_MAX`] bytes inline, longer keys on the heap.
+///
+/// The type is 24 bytes either way; most etcd keys used for locks, elections and service
+/// registration are longer than 22 bytes and cost one extra allocation, short keys none.
+/// Ordering is plain byte order, as etcd's.
+#[derive(Clone)]
+pub struct Key(KeyRepr);
+
+#[derive(Clone)]
+enum KeyRepr {
+    Inline {
+        len: u8,
+        bytes: [u8; KEY_INLINE_BYTES_MAX],
+    },
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    /// Copies `bytes` into a key.
+    pub fn new(bytes: &[u8]) -> Key {
+        if bytes.len() <= KEY_INLINE_BYTES_MAX {
+            let mut inline = [0u8; KEY_INLINE_BYTES_MAX];
+            inline[..bytes.len()].copy_from_slice(bytes);
+            Key(KeyRepr::Inline {
+                len: bytes.len() as u8,
+                bytes: inline,
+            })
+        } else {
+            Key(KeyRepr::Heap(bytes.into()))
+        }
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            KeyRepr::Inline { len, bytes } => &bytes[..*len as usize],
+            KeyRepr::Heap(bytes) => bytes,
+        }
+    }
+
+    /// Bytes held on the heap for this key (0 when inline).
+    pub fn heap_bytes(&self) -> usize {
+        match &self.0 {
+            KeyRepr::Inline { .. } => 0,
+            KeyRepr::Heap(bytes) => bytes.len(),
+        }
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+impl Eq for Key {}
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+/// etcd's `mvccpb.KeyValue`: one version of one key as seen by a reader.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The revision of the put that created this generation of the key.
+    pub create_revision: Revision,
+    /// The revision of the last modification of the key.
+    pub mod_revision: Revision,
+    /// Number of puts since the key was (re)created; a new key has version 1.
+    pub version: i64,
+    /// The value (empty when the request asked for keys only).
+    pub value: Vec<u8>,
+    /// The lease the key is attached to, or `LeaseId::NONE`.
+    pub lease: LeaseId,
+}
+
+/// Kind of a watch event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A put (create or update).
+    Put,
+    /// A delete; the event's `kv` carries only the key and the delete's revision.
+    Delete,
+}
+
+/// etcd's `mvccpb.Event`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Put or delete.
+    pub kind: EventKind,
+    /// The key-value after the event (for a delete: key and mod_revision only).
+    pub kv: KeyValue,
+    /// The version before the event, when the watcher asked for it and one existed.
+    pub prev_kv: Option<KeyValue>,
+}
