@@ -333,7 +333,9 @@ fn catch_up(
     budget: usize,
 ) -> (Vec<Event>, i64) {
     let from = from.max(watcher.min_revision);
-    let mut found: Vec<(i64, u32, &[u8], &VersionRec, Option<&VersionRec>)> = Vec::new();
+    // (main, sub, key, version, the version before it)
+    type Found<'a> = (i64, u32, &'a [u8], &'a VersionRec, Option<&'a VersionRec>);
+    let mut found: Vec<Found<'_>> = Vec::new();
     for (key, record) in index.range(&watcher.request.key, &watcher.end) {
         if record.latest().main < from {
             continue;
