@@ -3,6 +3,7 @@
 //! keeps a full copy of the keyspace after every revision. Every response, every error
 //! and every revision must agree, and watchers must see exactly the model's event log.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use corekv_engine::*;
@@ -561,14 +562,15 @@ fn run(ops: Vec<Op>, watch_from: i64) {
             }
             Op::Grant(i) => {
                 let id = LEASES[i];
-                let want = if model.leases.contains_key(&id) {
-                    Err(Error::LeaseExists)
-                } else {
-                    model.leases.insert(id, BTreeSet::new());
-                    Ok(LeaseGrant {
-                        id: LeaseId(id),
-                        ttl_seconds: 10,
-                    })
+                let want = match model.leases.entry(id) {
+                    Entry::Occupied(_) => Err(Error::LeaseExists),
+                    Entry::Vacant(slot) => {
+                        slot.insert(BTreeSet::new());
+                        Ok(LeaseGrant {
+                            id: LeaseId(id),
+                            ttl_seconds: 10,
+                        })
+                    }
                 };
                 assert_eq!(store.lease_grant(LeaseId(id), 10, 0), want);
             }
@@ -617,7 +619,7 @@ fn run(ops: Vec<Op>, watch_from: i64) {
             other => panic!("live watcher ended: {other:?}"),
         }
     }
-    let expected: Vec<Event> = model.events.iter().map(|e| to_event(e)).collect();
+    let expected: Vec<Event> = model.events.iter().map(to_event).collect();
     assert_eq!(watched, expected, "live watch stream");
     // A watcher from the past replays history, or is cancelled by compaction.
     let from = watch_from.clamp(1, model.current + 1);
