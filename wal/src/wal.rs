@@ -1,0 +1,919 @@
+//! The log: recovery on open, group commit of concurrent appends, suffix truncation and
+//! release of segments a snapshot made unnecessary.
+//!
+//! Group commit. Appenders encode their records straight into the *pending* batch buffer
+//! and wait. One [`Flusher`] task takes the pending batch (swapping in a second buffer so
+//! the next batch fills while this one is written), pads it to a block boundary, writes
+//! it with one `write_at` and makes it durable with one `sync_data`, then wakes every
+//! appender of that batch. Batches are written strictly one after another.
+//!
+//! Invariants:
+//! - An append resolves `Ok` only after the batch holding all its records was written and
+//!   synced without error. All records of one append call land in one batch, and recovery
+//!   keeps a batch whole or drops it whole, so one call is atomic.
+//! - A batch starts and ends on a block boundary, so no write ever touches the bytes of an
+//!   acknowledged batch.
+//! - Bounded memory: the pending batch holds at most `max_batch_bytes` of records; when it
+//!   is full, appenders wait, first come first served, until the flusher takes it. Two
+//!   batch buffers exist at any time.
+//! - Order: appends are encoded in the order their futures are first polled, so a driver
+//!   may have many appends in flight and still get its entries in index order.
+//!   Dropping an append future after its first poll may still write its records.
+//! - After a failed write, sync or segment creation the log is poisoned: nothing is ever
+//!   acknowledged again and the failed operation is never retried (fsyncgate).
+//!
+//! Never: retry a failed write or sync; write at an offset below the end of the last
+//! synced batch; hold a `RefCell` borrow across an `.await`.
+//!
+//! The futures are `!Send`: the WAL lives on its shard's core. The flusher is a plain
+//! future, so any single-threaded executor can drive it (glommio in the node, the
+//! deterministic [`crate::sim::SimExecutor`] in tests).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
+use std::mem;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use crate::disk::{Disk, DiskFile};
+use crate::error::{Result, WalError};
+use crate::format::{
+    self, align_up, encode, encode_segment_header, finish_batch, SegmentHeader, BLOCK_SIZE,
+    FLAG_BATCH_START, RECORD_HEADER_LEN,
+};
+use crate::replay::{scan_segment, EntryPlacement, LogState, TornTail, Tracker};
+use crate::types::{Entry, HardState, LogIndex, Metadata, ShardId, SnapshotMarker, WalRecord};
+
+/// Default segment size (etcd uses 64 MB segments too).
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Default bound on the record bytes of one batch (and so on pending memory).
+pub const MAX_BATCH_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
+/// Default bound on one record's payload: etcd's 1.5 MiB request limit
+/// (`--max-request-bytes`) plus room for the entry header and proposal framing.
+pub const MAX_RECORD_BYTES_DEFAULT: usize = 2 * 1024 * 1024;
+
+/// Room reserved at the start of a segment for its preamble (header, metadata, hard
+/// state, snapshot marker) plus the padding that can follow a batch.
+const SEGMENT_RESERVE_BYTES: usize = 3 * BLOCK_SIZE;
+/// Zeroing a torn tail writes at most this much per call.
+const ZERO_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// How a log is laid out and bounded.
+#[derive(Debug, Clone)]
+pub struct WalConfig {
+    /// Size every segment is preallocated to; a multiple of 4096.
+    pub segment_bytes: u64,
+    /// Bound on the framed record bytes in one batch. Also the largest length recovery
+    /// accepts for one record, so it must never be lowered below a size already written.
+    pub max_batch_bytes: usize,
+    /// Bound on one record's payload.
+    pub max_record_bytes: usize,
+    /// How long the flusher waits for more records before writing a batch that is not
+    /// full. Zero (the default) writes as soon as the previous batch is synced, which is
+    /// already the group commit: everything that arrived during that sync goes together.
+    pub batch_linger: Duration,
+    /// Shard this log belongs to; checked against every segment header on open.
+    pub shard_id: ShardId,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            max_batch_bytes: MAX_BATCH_BYTES_DEFAULT,
+            max_record_bytes: MAX_RECORD_BYTES_DEFAULT,
+            batch_linger: Duration::ZERO,
+            shard_id: ShardId(0),
+        }
+    }
+}
+
+impl WalConfig {
+    fn validate(&self) -> Result<()> {
+        let problem = if self.segment_bytes % BLOCK_SIZE as u64 != 0 {
+            "segment_bytes must be a multiple of 4096"
+        } else if self.max_record_bytes + RECORD_HEADER_LEN > self.max_batch_bytes {
+            "max_record_bytes plus a record header must fit in max_batch_bytes"
+        } else if self.segment_bytes < 2 * (self.max_batch_bytes + SEGMENT_RESERVE_BYTES) as u64 {
+            "segment_bytes must hold at least two full batches"
+        } else if u32::try_from(self.max_batch_bytes).is_err() {
+            "max_batch_bytes must fit in a u32 record length"
+        } else {
+            return Ok(());
+        };
+        Err(WalError::Config(problem.into()))
+    }
+
+    /// Largest payload recovery accepts: anything the writer could have produced.
+    fn max_decoded_payload(&self) -> usize {
+        self.max_batch_bytes.max(2 * BLOCK_SIZE)
+    }
+}
+
+/// What [`Wal::open`] found on disk.
+#[derive(Debug, Clone, Default)]
+pub struct Recovered {
+    pub metadata: Option<Metadata>,
+    pub hard_state: Option<HardState>,
+    /// The newest snapshot marker in the log.
+    pub snapshot: Option<SnapshotMarker>,
+    /// Entries with index `> replay_from`, contiguous and ascending.
+    pub entries: Vec<Entry>,
+    /// Index of the last entry in the log (possibly `<= replay_from`).
+    pub last_index: Option<LogIndex>,
+    /// The torn tail cut off the last segment, if there was one.
+    pub torn_tail: Option<TornTail>,
+    pub segment_count: usize,
+}
+
+/// Counters for metrics and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalStats {
+    pub batches_synced: u64,
+    pub records_synced: u64,
+    pub bytes_written: u64,
+    pub segments_created: u64,
+}
+
+#[derive(Debug, Clone)]
+struct PoisonCause {
+    operation: &'static str,
+    kind: io::ErrorKind,
+    message: String,
+}
+
+impl PoisonCause {
+    fn error(&self) -> WalError {
+        WalError::Poisoned {
+            operation: self.operation,
+            kind: self.kind,
+            message: self.message.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SegmentInfo {
+    sequence: u64,
+    first_index: u64,
+    path: PathBuf,
+}
+
+/// Segment file name: `<sequence, 16 hex digits>-<first index, 16 hex digits>.wal`.
+fn segment_name(sequence: u64, first_index: u64) -> String {
+    format!("{sequence:016x}-{first_index:016x}.wal")
+}
+
+fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_suffix(".wal")?;
+    let (sequence, first_index) = stem.split_once('-')?;
+    if sequence.len() != 16 || first_index.len() != 16 {
+        return None;
+    }
+    Some((
+        u64::from_str_radix(sequence, 16).ok()?,
+        u64::from_str_radix(first_index, 16).ok()?,
+    ))
+}
+
+/// State shared by appenders, the flusher and maintenance calls. Never borrowed across an
+/// `.await`.
+#[derive(Debug)]
+struct Shared {
+    config: WalConfig,
+    dir: PathBuf,
+    /// The batch being filled, encoded, starting at `pending_base` of segment
+    /// `pending_segment`.
+    pending: Vec<u8>,
+    pending_base: u64,
+    pending_segment: u64,
+    /// `first_index` of `pending_segment` if the flusher must create it.
+    pending_segment_first_index: u64,
+    pending_record_bytes: usize,
+    pending_records: usize,
+    /// Index in `pending` of the last record (gets the batch-end flag).
+    pending_last_record: usize,
+    /// Number of the pending batch; batches are numbered from 1.
+    pending_number: u64,
+    /// Every batch numbered `<= durable_number` is durable.
+    durable_number: u64,
+    spare: Vec<u8>,
+    /// State after every record accepted so far (synced or not).
+    tracker: Tracker,
+    poison: Option<PoisonCause>,
+    closed: bool,
+    durable_waiters: Vec<(u64, Waker)>,
+    /// Appenders waiting for room in the pending batch, first come first served: an
+    /// append never overtakes one that started waiting before it.
+    space_waiters: VecDeque<(u64, Waker)>,
+    next_space_waiter: u64,
+    flusher_waker: Option<Waker>,
+    /// Created segment files, ascending.
+    segments: Vec<SegmentInfo>,
+    stats: WalStats,
+}
+
+impl Shared {
+    fn wake_flusher(&mut self) {
+        if let Some(waker) = self.flusher_waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Wakes every waiter after the log was poisoned or closed. Durable waiters are only
+    /// drained on poison: after a close the flusher still completes their batches.
+    fn wake_all(&mut self) {
+        if self.poison.is_some() {
+            for (_, waker) in self.durable_waiters.drain(..) {
+                waker.wake();
+            }
+        }
+        for (_, waker) in self.space_waiters.iter() {
+            waker.wake_by_ref();
+        }
+        self.wake_flusher();
+    }
+
+    /// Starts an empty pending batch; a batch at offset 0 opens a segment, so it begins
+    /// with the preamble that makes every segment self-describing.
+    fn start_pending(&mut self) {
+        self.pending.clear();
+        self.pending_records = 0;
+        self.pending_record_bytes = 0;
+        if self.pending_base != 0 {
+            return;
+        }
+        let header = SegmentHeader {
+            shard_id: self.config.shard_id,
+            sequence: self.pending_segment,
+            first_index: LogIndex(self.pending_segment_first_index),
+        };
+        encode_segment_header(&mut self.pending, &header, FLAG_BATCH_START);
+        let tracker = self.tracker.clone();
+        let preamble = [
+            tracker.metadata.map(WalRecord::Metadata),
+            tracker.hard_state.map(WalRecord::HardState),
+            tracker.snapshot.map(WalRecord::SnapshotMarker),
+        ];
+        for record in preamble.iter().flatten() {
+            self.pending_last_record = self.pending.len();
+            let offset = self.pending.len() as u64;
+            encode(&mut self.pending, offset, record, 0);
+        }
+    }
+
+    /// Takes the pending batch for writing and starts the next one.
+    fn take_batch(&mut self) -> Batch {
+        assert!(self.pending_records > 0, "took an empty batch");
+        finish_batch(
+            &mut self.pending,
+            self.pending_base,
+            self.pending_last_record,
+        );
+        let bytes = mem::replace(&mut self.pending, mem::take(&mut self.spare));
+        let batch = Batch {
+            number: self.pending_number,
+            segment: self.pending_segment,
+            segment_first_index: self.pending_segment_first_index,
+            offset: self.pending_base,
+            records: self.pending_records as u64,
+            bytes,
+        };
+        let end = batch.offset + batch.bytes.len() as u64;
+        assert_eq!(end % BLOCK_SIZE as u64, 0, "batch end not block aligned");
+        let room = self.config.segment_bytes - end;
+        if room < (self.config.max_batch_bytes + SEGMENT_RESERVE_BYTES) as u64 {
+            self.pending_segment += 1;
+            self.pending_base = 0;
+            self.pending_segment_first_index = self.tracker.next_index();
+        } else {
+            self.pending_base = end;
+        }
+        self.pending_number += 1;
+        self.start_pending();
+        self.wake_first_space_waiter();
+        batch
+    }
+
+    fn wake_first_space_waiter(&mut self) {
+        if let Some((_, waker)) = self.space_waiters.front() {
+            waker.wake_by_ref();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Batch {
+    number: u64,
+    segment: u64,
+    segment_first_index: u64,
+    offset: u64,
+    records: u64,
+    bytes: Vec<u8>,
+}
+
+/// Handle to an open log. Appends may run concurrently from many tasks on the same
+/// executor. Dropping it closes the log: the flusher writes what is pending and stops.
+#[derive(Debug)]
+pub struct Wal<D: Disk> {
+    shared: Rc<RefCell<Shared>>,
+    disk: Rc<D>,
+}
+
+/// The task that writes and syncs batches. Spawn [`Flusher::run`] on the executor that
+/// owns the [`Wal`]; appends make no progress until it runs.
+pub struct Flusher<D: Disk> {
+    shared: Rc<RefCell<Shared>>,
+    disk: Rc<D>,
+    file: Option<(u64, D::File)>,
+}
+
+impl<D: Disk> std::fmt::Debug for Flusher<D> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Flusher")
+            .field(
+                "segment",
+                &self.file.as_ref().map(|(sequence, _)| *sequence),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Disk> Wal<D> {
+    /// Opens (or creates) the log in `dir`, recovers it and returns the handle, the
+    /// flusher task to spawn, and what was recovered: every entry with index
+    /// `> replay_from` (the index of the snapshot the caller loaded, or 0).
+    ///
+    /// A torn tail of the last segment is zeroed and synced before this returns, so the
+    /// recovered prefix is durable and the next batch never lands after garbage.
+    pub async fn open(
+        disk: Rc<D>,
+        dir: impl Into<PathBuf>,
+        config: WalConfig,
+        replay_from: LogIndex,
+    ) -> Result<(Wal<D>, Flusher<D>, Recovered)> {
+        config.validate()?;
+        let dir = dir.into();
+        disk.create_dir_all(&dir)
+            .await
+            .map_err(|source| WalError::io("create WAL directory", &dir, source))?;
+        let segments = list_segments(&*disk, &dir).await?;
+        let mut state = LogState::new(replay_from);
+        let mut torn_tail = None;
+        let mut last_scan = None;
+        for (position, segment) in segments.iter().enumerate() {
+            let is_last = position + 1 == segments.len();
+            let bytes = disk
+                .map_file(&segment.path)
+                .await
+                .map_err(|source| WalError::io("map WAL segment", &segment.path, source))?;
+            let scan = scan_segment(
+                &segment.path,
+                segment.sequence,
+                &bytes,
+                is_last,
+                config.max_decoded_payload(),
+                &mut state,
+            )?;
+            drop(bytes);
+            if let Some(header) = scan.header {
+                if header.shard_id != config.shard_id {
+                    return Err(WalError::Config(format!(
+                        "{} belongs to shard {}, this log is shard {}",
+                        segment.path.display(),
+                        header.shard_id.0,
+                        config.shard_id.0
+                    )));
+                }
+            }
+            if is_last {
+                torn_tail = scan.torn.clone();
+                last_scan = Some(scan);
+            }
+        }
+        state.check_start()?;
+
+        let mut file = None;
+        let (pending_segment, pending_base, pending_first_index) =
+            match (segments.last(), &last_scan) {
+                (Some(last), Some(scan)) => {
+                    let handle = disk
+                        .open_file(&last.path)
+                        .await
+                        .map_err(|source| WalError::io("open WAL segment", &last.path, source))?;
+                    prepare_last_segment(&handle, &last.path, &config, scan).await?;
+                    file = Some((last.sequence, handle));
+                    let room = config.segment_bytes.saturating_sub(scan.end);
+                    if room < (config.max_batch_bytes + SEGMENT_RESERVE_BYTES) as u64 {
+                        (last.sequence + 1, 0, state.tracker.next_index())
+                    } else {
+                        (last.sequence, scan.end, last.first_index)
+                    }
+                }
+                _ => (0, 0, state.tracker.next_index()),
+            };
+
+        let recovered = Recovered {
+            metadata: state.tracker.metadata,
+            hard_state: state.tracker.hard_state,
+            snapshot: state.tracker.snapshot,
+            last_index: state.tracker.last.map(LogIndex),
+            entries: mem::take(&mut state.entries),
+            torn_tail,
+            segment_count: segments.len(),
+        };
+        let buffer_bytes = config.max_batch_bytes + SEGMENT_RESERVE_BYTES;
+        let mut shared = Shared {
+            config,
+            dir,
+            pending: Vec::with_capacity(buffer_bytes),
+            pending_base,
+            pending_segment,
+            pending_segment_first_index: pending_first_index,
+            pending_record_bytes: 0,
+            pending_records: 0,
+            pending_last_record: 0,
+            pending_number: 1,
+            durable_number: 0,
+            spare: Vec::with_capacity(buffer_bytes),
+            tracker: state.tracker,
+            poison: None,
+            closed: false,
+            durable_waiters: Vec::new(),
+            space_waiters: VecDeque::new(),
+            next_space_waiter: 0,
+            flusher_waker: None,
+            segments,
+            stats: WalStats::default(),
+        };
+        shared.start_pending();
+        let shared = Rc::new(RefCell::new(shared));
+        let wal = Wal {
+            shared: shared.clone(),
+            disk: disk.clone(),
+        };
+        let flusher = Flusher { shared, disk, file };
+        Ok((wal, flusher, recovered))
+    }
+
+    /// Appends `records` as one atomic unit and resolves once they are durable.
+    ///
+    /// Entries must continue the log: index `last + 1`, or `<= last` to replace a suffix
+    /// (Raft log conflict). Fails without writing anything if an entry would leave a gap
+    /// or a size limit is exceeded; fails with [`WalError::Poisoned`] once any write or
+    /// sync has failed. Waits while the pending batch is full.
+    pub async fn append(&self, records: &[WalRecord<'_>]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (max_record_bytes, max_batch_bytes) = {
+            let shared = self.shared.borrow();
+            (
+                shared.config.max_record_bytes,
+                shared.config.max_batch_bytes,
+            )
+        };
+        let mut total_bytes = 0usize;
+        for record in records {
+            let payload = format::payload_len(record);
+            if payload > max_record_bytes {
+                return Err(WalError::TooLarge {
+                    what: "record payload",
+                    size: payload,
+                    limit: max_record_bytes,
+                });
+            }
+            total_bytes += format::record_len(payload);
+        }
+        if total_bytes > max_batch_bytes {
+            return Err(WalError::TooLarge {
+                what: "one append",
+                size: total_bytes,
+                limit: max_batch_bytes,
+            });
+        }
+        let mut queued = SpaceWaiter {
+            shared: &self.shared,
+            id: None,
+        };
+        let ticket = poll_fn(|context| {
+            let mut shared = self.shared.borrow_mut();
+            if let Some(cause) = &shared.poison {
+                return Poll::Ready(Err(cause.error()));
+            }
+            if shared.closed {
+                return Poll::Ready(Err(WalError::Closed));
+            }
+            let fits = shared.pending_records == 0
+                || shared.pending_record_bytes + total_bytes <= shared.config.max_batch_bytes;
+            let first_in_line = match queued.id {
+                None => shared.space_waiters.is_empty(),
+                Some(id) => shared.space_waiters.front().map(|(head, _)| *head) == Some(id),
+            };
+            if !fits || !first_in_line {
+                match queued.id {
+                    None => {
+                        let id = shared.next_space_waiter;
+                        shared.next_space_waiter += 1;
+                        shared
+                            .space_waiters
+                            .push_back((id, context.waker().clone()));
+                        queued.id = Some(id);
+                    }
+                    Some(id) => {
+                        if let Some(entry) = shared
+                            .space_waiters
+                            .iter_mut()
+                            .find(|(queued_id, _)| *queued_id == id)
+                        {
+                            entry.1 = context.waker().clone();
+                        }
+                    }
+                }
+                return Poll::Pending;
+            }
+            let mut tracker = shared.tracker.clone();
+            for record in records {
+                if let WalRecord::Entry { index, .. } = record {
+                    let last = tracker.last.unwrap_or(0);
+                    if index.0 == 0
+                        || matches!(tracker.placement(index.0), EntryPlacement::Gap { .. })
+                    {
+                        return Poll::Ready(Err(WalError::NonContiguousAppend {
+                            last,
+                            found: index.0,
+                        }));
+                    }
+                }
+                tracker.apply(record);
+            }
+            shared.tracker = tracker;
+            for record in records {
+                let flags = if shared.pending.is_empty() {
+                    FLAG_BATCH_START
+                } else {
+                    0
+                };
+                let start = shared.pending.len();
+                let offset = shared.pending_base + start as u64;
+                shared.pending_last_record = start;
+                encode(&mut shared.pending, offset, record, flags);
+            }
+            shared.pending_records += records.len();
+            shared.pending_record_bytes += total_bytes;
+            shared.wake_flusher();
+            Poll::Ready(Ok(shared.pending_number))
+        })
+        .await;
+        drop(queued);
+        self.wait_durable(ticket?).await
+    }
+
+    async fn wait_durable(&self, batch_number: u64) -> Result<()> {
+        // Registered once per waker: a spurious re-poll must not grow the waiter list.
+        let mut registered: Option<Waker> = None;
+        poll_fn(|context| {
+            let mut shared = self.shared.borrow_mut();
+            if shared.durable_number >= batch_number {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(cause) = &shared.poison {
+                return Poll::Ready(Err(cause.error()));
+            }
+            let fresh = registered
+                .as_ref()
+                .is_none_or(|waker| !waker.will_wake(context.waker()));
+            if fresh {
+                registered = Some(context.waker().clone());
+                shared
+                    .durable_waiters
+                    .push((batch_number, context.waker().clone()));
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Durably discards every entry with index `>= from` (Raft log conflict).
+    pub async fn truncate_suffix(&self, from: LogIndex) -> Result<()> {
+        self.append(&[WalRecord::TruncateSuffix { from }]).await
+    }
+
+    /// Records that a snapshot at `marker` is durable (the caller saved it with
+    /// [`crate::SnapshotStore::save`] first), then releases the segments it made
+    /// unnecessary. Returns how many segment files were removed.
+    pub async fn record_snapshot(&self, marker: SnapshotMarker) -> Result<usize> {
+        self.append(&[WalRecord::SnapshotMarker(marker)]).await?;
+        self.release_before(marker.index).await
+    }
+
+    /// Removes segment files whose every entry has index `<= snapshot_index`, oldest
+    /// first, syncing the folder after each removal so a crash leaves a contiguous run.
+    /// The segment being written is never removed. Returns how many were removed.
+    pub async fn release_before(&self, snapshot_index: LogIndex) -> Result<usize> {
+        let (victims, dir) = {
+            let mut shared = self.shared.borrow_mut();
+            let segments = &shared.segments;
+            let mut count = 0;
+            while count + 1 < segments.len()
+                && segments[count + 1].first_index <= snapshot_index.0 + 1
+            {
+                count += 1;
+            }
+            let victims: Vec<SegmentInfo> = shared.segments.drain(..count).collect();
+            (victims, shared.dir.clone())
+        };
+        for (position, victim) in victims.iter().enumerate() {
+            let removed = async {
+                self.disk
+                    .remove_file(&victim.path)
+                    .await
+                    .map_err(|source| WalError::io("remove WAL segment", &victim.path, source))?;
+                self.disk
+                    .sync_dir(&dir)
+                    .await
+                    .map_err(|source| WalError::io("sync WAL directory", &dir, source))
+            }
+            .await;
+            if let Err(error) = removed {
+                // Put back what is still on disk so a later call retries the removal.
+                let mut shared = self.shared.borrow_mut();
+                let rest = victims[position..].iter().cloned();
+                shared.segments.splice(0..0, rest);
+                return Err(error);
+            }
+        }
+        Ok(victims.len())
+    }
+
+    /// Index of the last entry accepted (durable or about to be).
+    pub fn last_index(&self) -> Option<LogIndex> {
+        self.shared.borrow().tracker.last.map(LogIndex)
+    }
+
+    /// The error every append returns from now on, if the log is poisoned.
+    pub fn poisoned(&self) -> Option<WalError> {
+        self.shared.borrow().poison.as_ref().map(PoisonCause::error)
+    }
+
+    pub fn stats(&self) -> WalStats {
+        self.shared.borrow().stats
+    }
+
+    /// Number of segment files the log currently holds.
+    pub fn segment_count(&self) -> usize {
+        self.shared.borrow().segments.len()
+    }
+}
+
+impl<D: Disk> Drop for Wal<D> {
+    fn drop(&mut self) {
+        let mut shared = self.shared.borrow_mut();
+        shared.closed = true;
+        shared.wake_all();
+    }
+}
+
+impl<D: Disk> Flusher<D> {
+    /// Writes batches until the [`Wal`] is dropped (then drains what is pending) or a
+    /// write fails (then poisons the log). Returns when it stops.
+    pub async fn run(mut self) {
+        loop {
+            let has_work = poll_fn(|context| {
+                let mut shared = self.shared.borrow_mut();
+                if shared.pending_records > 0 {
+                    Poll::Ready(true)
+                } else if shared.closed {
+                    Poll::Ready(false)
+                } else {
+                    shared.flusher_waker = Some(context.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await;
+            if !has_work {
+                return;
+            }
+            // Let appenders that are already runnable join this batch.
+            yield_now().await;
+            let linger = {
+                let shared = self.shared.borrow();
+                let full = shared.pending_record_bytes * 2 >= shared.config.max_batch_bytes;
+                if full {
+                    Duration::ZERO
+                } else {
+                    shared.config.batch_linger
+                }
+            };
+            if !linger.is_zero() {
+                self.disk.sleep(linger).await;
+            }
+            let batch = {
+                let mut shared = self.shared.borrow_mut();
+                if shared.poison.is_some() {
+                    return;
+                }
+                shared.take_batch()
+            };
+            match self.write(&batch).await {
+                Ok(()) => {
+                    let mut shared = self.shared.borrow_mut();
+                    shared.durable_number = batch.number;
+                    shared.stats.batches_synced += 1;
+                    shared.stats.records_synced += batch.records;
+                    shared.stats.bytes_written += batch.bytes.len() as u64;
+                    let mut still_waiting = Vec::new();
+                    for (number, waker) in shared.durable_waiters.drain(..) {
+                        if number <= batch.number {
+                            waker.wake();
+                        } else {
+                            still_waiting.push((number, waker));
+                        }
+                    }
+                    shared.durable_waiters = still_waiting;
+                    let mut bytes = batch.bytes;
+                    bytes.clear();
+                    shared.spare = bytes;
+                }
+                Err((operation, error)) => {
+                    let mut shared = self.shared.borrow_mut();
+                    shared.poison = Some(PoisonCause {
+                        operation,
+                        kind: error.kind(),
+                        message: error.to_string(),
+                    });
+                    shared.wake_all();
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn write(&mut self, batch: &Batch) -> Result<(), (&'static str, io::Error)> {
+        let current = self.file.as_ref().map(|(sequence, _)| *sequence);
+        if current != Some(batch.segment) {
+            assert_eq!(
+                batch.offset, 0,
+                "a batch in a new segment starts at offset 0"
+            );
+            self.file = None;
+            let (dir, segment_bytes) = {
+                let shared = self.shared.borrow();
+                (shared.dir.clone(), shared.config.segment_bytes)
+            };
+            let path = dir.join(segment_name(batch.segment, batch.segment_first_index));
+            let file = self
+                .disk
+                .create_file(&path)
+                .await
+                .map_err(|error| ("create segment", error))?;
+            file.allocate(segment_bytes)
+                .await
+                .map_err(|error| ("preallocate segment", error))?;
+            file.sync_data()
+                .await
+                .map_err(|error| ("fdatasync new segment", error))?;
+            self.disk
+                .sync_dir(&dir)
+                .await
+                .map_err(|error| ("sync WAL directory", error))?;
+            let mut shared = self.shared.borrow_mut();
+            shared.segments.push(SegmentInfo {
+                sequence: batch.segment,
+                first_index: batch.segment_first_index,
+                path,
+            });
+            shared.stats.segments_created += 1;
+            drop(shared);
+            self.file = Some((batch.segment, file));
+        }
+        let (_, file) = self.file.as_ref().expect("segment file opened above");
+        file.write_at(&batch.bytes, batch.offset)
+            .await
+            .map_err(|error| ("write", error))?;
+        file.sync_data().await.map_err(|error| ("fdatasync", error))
+    }
+}
+
+/// An append's place in the queue for batch space. Leaving the queue (done, failed or
+/// the append future dropped) lets the next appender in.
+struct SpaceWaiter<'a> {
+    shared: &'a Rc<RefCell<Shared>>,
+    id: Option<u64>,
+}
+
+impl Drop for SpaceWaiter<'_> {
+    fn drop(&mut self) {
+        let Some(id) = self.id else {
+            return;
+        };
+        let mut shared = self.shared.borrow_mut();
+        shared
+            .space_waiters
+            .retain(|(queued_id, _)| *queued_id != id);
+        shared.wake_first_space_waiter();
+    }
+}
+
+/// Yields to the executor once, so that tasks already runnable get to run.
+async fn yield_now() {
+    let mut yielded = false;
+    poll_fn(|context| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            context.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+async fn list_segments<D: Disk>(disk: &D, dir: &Path) -> Result<Vec<SegmentInfo>> {
+    let names = disk
+        .list_dir(dir)
+        .await
+        .map_err(|source| WalError::io("list WAL directory", dir, source))?;
+    let mut segments: Vec<SegmentInfo> = names
+        .iter()
+        .filter_map(|name| {
+            parse_segment_name(name).map(|(sequence, first_index)| SegmentInfo {
+                sequence,
+                first_index,
+                path: dir.join(name),
+            })
+        })
+        .collect();
+    segments.sort_by_key(|segment| segment.sequence);
+    for pair in segments.windows(2) {
+        if pair[1].sequence != pair[0].sequence + 1 {
+            return Err(WalError::SegmentSequence {
+                dir: dir.to_path_buf(),
+                reason: format!(
+                    "segment {} follows segment {}",
+                    pair[1].sequence, pair[0].sequence
+                ),
+            });
+        }
+    }
+    Ok(segments)
+}
+
+/// Makes the last segment ready for appends: full length reserved, torn tail zeroed and
+/// synced.
+async fn prepare_last_segment<F: DiskFile>(
+    file: &F,
+    path: &Path,
+    config: &WalConfig,
+    scan: &crate::replay::SegmentScan,
+) -> Result<()> {
+    let length = file
+        .file_len()
+        .await
+        .map_err(|source| WalError::io("stat WAL segment", path, source))?;
+    let mut dirty = length < config.segment_bytes;
+    if dirty {
+        file.allocate(config.segment_bytes)
+            .await
+            .map_err(|source| WalError::io("preallocate WAL segment", path, source))?;
+    }
+    if scan.dirty_until > scan.end {
+        dirty = true;
+        let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+        let mut offset = scan.end;
+        while offset < scan.dirty_until {
+            let chunk = (scan.dirty_until - offset).min(ZERO_CHUNK_BYTES as u64);
+            let chunk = align_up(chunk as usize);
+            file.write_at(&zeros[..chunk], offset)
+                .await
+                .map_err(|source| WalError::io("zero torn WAL tail", path, source))?;
+            offset += chunk as u64;
+        }
+    }
+    if dirty {
+        file.sync_data()
+            .await
+            .map_err(|source| WalError::io("fdatasync WAL segment", path, source))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Segment names round-trip and foreign names are ignored.
+    #[test]
+    fn segment_names_round_trip() {
+        let name = segment_name(3, 0x1234);
+        assert_eq!(parse_segment_name(&name), Some((3, 0x1234)));
+        assert_eq!(parse_segment_name("0000000000000003.wal"), None);
+        assert_eq!(parse_segment_name("snapshot.tmp"), None);
+    }
+}
