@@ -183,6 +183,9 @@ struct Client {
     next_at: u64,
     counter: u64,
     last_seen: [u64; KEYS as usize],
+    /// Clients stick to the member that last served them, as real clients do; this is
+    /// what exposes a deposed leader that still answers.
+    sticky: Option<MemberId>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,6 +212,9 @@ struct Sim<'t> {
     phase: Phase,
 
     snapshot_every: u64,
+    /// Some seeds run without check-quorum so that deposed leaders linger and ReadIndex
+    /// must protect reads on its own.
+    check_quorum: bool,
     crash_ppm: u64,
     partition_ppm: u64,
     conf_change_ppm: u64,
@@ -260,6 +266,7 @@ impl<'t> Sim<'t> {
                     next_at: 0,
                     counter: 0,
                     last_seen: [0; KEYS as usize],
+                    sticky: None,
                 })
                 .collect(),
             ops: Vec::new(),
@@ -267,6 +274,7 @@ impl<'t> Sim<'t> {
             trace,
             phase: Phase::Faults,
             snapshot_every: rng.between(5, 200),
+            check_quorum: rng.chance(750_000),
             crash_ppm: rng.between(0, 4_000),
             partition_ppm: rng.between(0, 4_000),
             conf_change_ppm: rng.between(0, 5_000),
@@ -287,8 +295,8 @@ impl<'t> Sim<'t> {
         // Probe whether the sink wants lines; a no-op sink costs nothing either way.
         sim.tracing = true;
         sim.trace_line(format!(
-            "seed {seed}: {members} members, faults {faults:?}, snapshot every {} entries",
-            sim.snapshot_every
+            "seed {seed}: {members} members, faults {faults:?}, snapshot every {} entries, check-quorum {}",
+            sim.snapshot_every, sim.check_quorum
         ));
         for id in initial {
             let phase = sim.rng.below(TICK_MS);
@@ -316,6 +324,7 @@ impl<'t> Sim<'t> {
         let mut cfg = Config::new(id, self.rng.next_u64());
         cfg.election_tick = ELECTION_TICK;
         cfg.heartbeat_tick = 1;
+        cfg.check_quorum = self.check_quorum;
         cfg.max_entries_bytes_per_message = self.rng.between(64, 4096);
         cfg.max_inflight_messages = self.rng.between(1, 16) as usize;
         cfg
@@ -499,14 +508,25 @@ impl<'t> Sim<'t> {
         match check_history(&history) {
             Verdict::Linearizable => Ok(()),
             Verdict::NotLinearizable { key } => {
-                let ops: Vec<String> = history
+                // Report the shortest failing prefix (by call order): its last operations
+                // are where to look.
+                let mut ops: Vec<HistoryOp> =
+                    history.iter().filter(|o| o.key == key).cloned().collect();
+                ops.sort_by_key(|o| o.call);
+                let mut shortest = ops.len();
+                for n in 1..=ops.len() {
+                    if check_history(&ops[..n]) != Verdict::Linearizable {
+                        shortest = n;
+                        break;
+                    }
+                }
+                let tail: Vec<String> = ops[shortest.saturating_sub(12)..shortest]
                     .iter()
-                    .filter(|o| o.key == key)
                     .map(|o| format!("{o:?}"))
                     .collect();
                 Err(format!(
-                    "history of key {key} is not linearizable:\n    {}",
-                    ops.join("\n    ")
+                    "history of key {key} is not linearizable; the first {shortest} operations already fail, ending with:\n    {}",
+                    tail.join("\n    ")
                 ))
             }
             Verdict::TooLarge { key } => {
@@ -875,7 +895,7 @@ impl<'t> Sim<'t> {
         match entry.kind {
             EntryKind::Normal if !entry.data.is_empty() => {
                 let (op_id, key, kind) = decode_command(&entry.data);
-                output = Some((op_id, node.kv.apply(key, kind)));
+                output = node.kv.apply(op_id, key, kind).map(|out| (op_id, out));
             }
             EntryKind::Normal => {}
             EntryKind::ConfChange => {
@@ -1023,6 +1043,7 @@ impl<'t> Sim<'t> {
                     };
                     self.ops[op].status = status;
                     self.clients[c].busy = None;
+                    self.clients[c].sticky = None;
                     self.clients[c].next_at = self.now + self.rng.between(0, 30);
                     self.trace_line(format!("client {c} gives up on op {op}"));
                 }
@@ -1116,7 +1137,9 @@ impl<'t> Sim<'t> {
         ));
         if accepted {
             self.clients[c].busy = Some((op, deadline));
+            self.clients[c].sticky = Some(target);
         } else {
+            self.clients[c].sticky = None;
             // Refused outright (no leader, not the leader): nothing happened.
             self.ops[op].status = OpStatus::Discarded;
             self.ops[op].must_succeed = false;

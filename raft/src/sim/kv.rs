@@ -2,7 +2,7 @@
 //! compare-and-set on a few keys, the encoding of its commands in log entries, and the
 //! client history the linearizability checker reads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::LogIndex;
 
@@ -68,19 +68,26 @@ pub fn decode_command(data: &[u8]) -> (u64, u8, OpKind) {
     (word(0), data[8], kind)
 }
 
-/// The replicated state machine: registers by key, all starting at 0.
+/// The replicated state machine: registers by key, all starting at 0, plus the ids of
+/// the commands already applied. A forwarded proposal can reach the log twice (the
+/// network duplicates the forward), so, like etcd's request ids, a command applies once.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvState {
     pub registers: BTreeMap<u8, u64>,
+    pub applied_ops: BTreeSet<u64>,
     pub applied: LogIndex,
 }
 
 impl KvState {
-    pub fn apply(&mut self, key: u8, kind: OpKind) -> Output {
+    /// Applies command `op_id`; None if it was applied before (a duplicate entry).
+    pub fn apply(&mut self, op_id: u64, key: u8, kind: OpKind) -> Option<Output> {
+        if !self.applied_ops.insert(op_id) {
+            return None;
+        }
         let value = self.registers.get(&key).copied().unwrap_or(0);
         let (new, output) = apply_to_register(value, kind);
         self.registers.insert(key, new);
-        output
+        Some(output)
     }
 
     pub fn get(&self, key: u8) -> u64 {
@@ -90,6 +97,10 @@ impl KvState {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&self.applied.0.to_le_bytes());
+        out.extend_from_slice(&(self.applied_ops.len() as u64).to_le_bytes());
+        for op in &self.applied_ops {
+            out.extend_from_slice(&op.to_le_bytes());
+        }
         for (k, v) in &self.registers {
             out.push(*k);
             out.extend_from_slice(&v.to_le_bytes());
@@ -98,15 +109,22 @@ impl KvState {
     }
 
     pub fn decode(data: &[u8]) -> KvState {
-        let applied = LogIndex(u64::from_le_bytes(data[..8].try_into().expect("8 bytes")));
+        let word = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes"));
+        let applied = LogIndex(word(0));
+        let count = word(8) as usize;
+        let applied_ops = (0..count).map(|k| word(16 + 8 * k)).collect();
         let mut registers = BTreeMap::new();
-        for chunk in data[8..].chunks(9) {
+        for chunk in data[16 + 8 * count..].chunks(9) {
             registers.insert(
                 chunk[0],
                 u64::from_le_bytes(chunk[1..9].try_into().expect("8")),
             );
         }
-        KvState { registers, applied }
+        KvState {
+            registers,
+            applied_ops,
+            applied,
+        }
     }
 
     /// FNV-1a over the encoding: two members at the same applied index must agree.
