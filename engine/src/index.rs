@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use crate::types::{Key, KeyValue, LeaseId, Revision};
+use crate::types::{Key, KeyBytes, KeyValue, LeaseId, Revision};
 
 /// One version of a key: a put, or a tombstone when `version == 0`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,13 +245,13 @@ impl Index {
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&Record> {
-        let slot = *self.tree.get(key)?;
+        let slot = *self.tree.get(KeyBytes::new(key))?;
         self.slots[slot as usize].as_ref()
     }
 
     /// Appends a version to `key`, creating its record if needed.
     pub fn push(&mut self, key: &[u8], version: VersionRec) {
-        if let Some(&slot) = self.tree.get(key) {
+        if let Some(&slot) = self.tree.get(KeyBytes::new(key)) {
             self.slots[slot as usize]
                 .as_mut()
                 .expect("index: tree points at a live slot")
@@ -279,10 +279,10 @@ impl Index {
         start: &[u8],
         end: &RangeEnd,
     ) -> impl DoubleEndedIterator<Item = (&'a Key, &'a Record)> + 'a {
-        let upper: Bound<&[u8]> = match end {
-            RangeEnd::Single => Bound::Included(start),
+        let upper: Bound<&KeyBytes> = match end {
+            RangeEnd::Single => Bound::Included(KeyBytes::new(start)),
             RangeEnd::Unbounded => Bound::Unbounded,
-            RangeEnd::Before(end) => Bound::Excluded(end.as_slice()),
+            RangeEnd::Before(end) => Bound::Excluded(KeyBytes::new(end)),
         };
         let empty = match end {
             RangeEnd::Before(end) => end.as_slice() <= start,
@@ -291,7 +291,10 @@ impl Index {
         let iter = if empty {
             None
         } else {
-            Some(self.tree.range::<[u8], _>((Bound::Included(start), upper)))
+            Some(
+                self.tree
+                    .range::<KeyBytes, _>((Bound::Included(KeyBytes::new(start)), upper)),
+            )
         };
         iter.into_iter().flatten().map(move |(key, slot)| {
             (

@@ -159,7 +159,7 @@ impl LeaseTable {
 
     pub fn detach(&mut self, id: LeaseId, key: &[u8]) {
         if let Some(lease) = self.leases.get_mut(&id) {
-            lease.keys.remove(key);
+            lease.keys.remove(crate::types::KeyBytes::new(key));
         }
     }
 

@@ -48,5 +48,7 @@ pub use request::{
 };
 pub use snapshot::{SnapshotData, SnapshotKey, SnapshotLease, SnapshotVersion};
 pub use store::{Applied, HashKv, LeaseGrant, Store, StoreConfig};
-pub use types::{Event, EventKind, Key, KeyValue, LeaseId, Revision, KEY_INLINE_BYTES_MAX};
+pub use types::{
+    Event, EventKind, Key, KeyBytes, KeyValue, LeaseId, Revision, KEY_INLINE_BYTES_MAX,
+};
 pub use watch::{WatchPoll, WatchRequest, WatcherId, WATCH_BUFFER_EVENTS_MAX};

@@ -182,6 +182,24 @@ impl Store {
         } else {
             usize::MAX
         };
+        if matches!(end, RangeEnd::Single) && !filtered {
+            // Point read: one B-tree lookup instead of a two-sided range search.
+            let found = self
+                .index
+                .get(&request.key)
+                .and_then(|record| record.live_at(at));
+            let kvs: Vec<KeyValue> = match found {
+                Some(version) if !request.count_only => {
+                    vec![version.to_key_value(&request.key, !request.keys_only)]
+                }
+                _ => Vec::new(),
+            };
+            return RangeResponse {
+                kvs,
+                more: false,
+                count: i64::from(found.is_some()),
+            };
+        }
         let mut count = 0i64;
         let mut kvs = Vec::new();
         for (key, record) in self.index.range(&request.key, &end) {

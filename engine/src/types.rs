@@ -89,6 +89,7 @@ impl Key {
     }
 
     /// The key's bytes.
+    #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         match &self.0 {
             KeyRepr::Inline { len, bytes } => &bytes[..*len as usize],
@@ -105,6 +106,57 @@ impl Key {
     }
 }
 
+/// A borrowed key: the B-tree's lookup type, ordered like [`Key`] with a fast path
+/// that compares the first 8 bytes as one big-endian integer instead of calling memcmp.
+#[derive(PartialEq, Eq, Debug)]
+#[repr(transparent)]
+pub struct KeyBytes([u8]);
+
+impl KeyBytes {
+    /// Views `bytes` as a key.
+    pub fn new(bytes: &[u8]) -> &KeyBytes {
+        // SAFETY: KeyBytes is repr(transparent) over [u8], so the two references have
+        // the same layout and lifetime.
+        unsafe { &*(bytes as *const [u8] as *const KeyBytes) }
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The first 8 bytes as a big-endian integer, zero-padded. Zero padding keeps the
+    /// order: equal prefixes fall through to a full comparison.
+    #[inline]
+    pub(crate) fn prefix(&self) -> u64 {
+        if let Some(head) = self.0.first_chunk::<8>() {
+            return u64::from_be_bytes(*head);
+        }
+        // Shorter keys: assemble byte by byte (a variable-length copy would be a call).
+        let mut prefix = 0u64;
+        for (i, byte) in self.0.iter().enumerate() {
+            prefix |= u64::from(*byte) << (56 - 8 * i);
+        }
+        prefix
+    }
+}
+
+impl PartialOrd for KeyBytes {
+    fn partial_cmp(&self, other: &KeyBytes) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for KeyBytes {
+    #[inline]
+    fn cmp(&self, other: &KeyBytes) -> Ordering {
+        match self.prefix().cmp(&other.prefix()) {
+            Ordering::Equal => self.0.cmp(&other.0),
+            unequal => unequal,
+        }
+    }
+}
+
 impl PartialEq for Key {
     fn eq(&self, other: &Key) -> bool {
         self.as_bytes() == other.as_bytes()
@@ -117,13 +169,15 @@ impl PartialOrd for Key {
     }
 }
 impl Ord for Key {
+    #[inline]
     fn cmp(&self, other: &Key) -> Ordering {
-        self.as_bytes().cmp(other.as_bytes())
+        // Same order as KeyBytes, which the B-tree relies on (Borrow's contract).
+        KeyBytes::new(self.as_bytes()).cmp(KeyBytes::new(other.as_bytes()))
     }
 }
-impl std::borrow::Borrow<[u8]> for Key {
-    fn borrow(&self) -> &[u8] {
-        self.as_bytes()
+impl std::borrow::Borrow<KeyBytes> for Key {
+    fn borrow(&self) -> &KeyBytes {
+        KeyBytes::new(self.as_bytes())
     }
 }
 impl fmt::Debug for Key {
@@ -167,4 +221,27 @@ pub struct Event {
     pub kv: KeyValue,
     /// The version before the event, when the watcher asked for it and one existed.
     pub prev_kv: Option<KeyValue>,
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        // Few distinct bytes and lengths around 8 and 22 make shared prefixes likely.
+        prop::collection::vec(prop::sample::select(vec![0u8, 1, b'a', 255]), 0..30)
+    }
+
+    proptest! {
+        /// Key and KeyBytes order exactly as plain byte slices, inline or on the heap.
+        #[test]
+        fn ordering_is_byte_order(a in bytes(), b in bytes()) {
+            prop_assert_eq!(KeyBytes::new(&a).cmp(KeyBytes::new(&b)), a.cmp(&b));
+            prop_assert_eq!(Key::new(&a).cmp(&Key::new(&b)), a.cmp(&b));
+            prop_assert_eq!(Key::new(&a).as_bytes(), a.as_slice());
+            prop_assert_eq!(Key::new(&a).heap_bytes() > 0, a.len() > KEY_INLINE_BYTES_MAX);
+        }
+    }
 }
