@@ -240,7 +240,8 @@ mod tests {
         fn ordering_is_byte_order(a in bytes(), b in bytes()) {
             prop_assert_eq!(KeyBytes::new(&a).cmp(KeyBytes::new(&b)), a.cmp(&b));
             prop_assert_eq!(Key::new(&a).cmp(&Key::new(&b)), a.cmp(&b));
-            prop_assert_eq!(Key::new(&a).as_bytes(), a.as_slice());
+            let key = Key::new(&a);
+            prop_assert_eq!(key.as_bytes(), a.as_slice());
             prop_assert_eq!(Key::new(&a).heap_bytes() > 0, a.len() > KEY_INLINE_BYTES_MAX);
         }
     }
