@@ -1,9 +1,15 @@
-//! corekv-net: the node.
+//! corekv-net: the node, its protocols and its client.
 //!
-//! This crate will own everything that touches the outside world: the per-core glommio
-//! executors, the shard driver that ties `corekv-raft`, `corekv-wal` and `corekv-engine`
-//! together, the peer transport, the binary protocol server, the gRPC gateway and the HTTP
-//! endpoints, and the `corekv` server binary.
+//! * [`protocol`]: the binary protocol's messages and codec (docs/protocol.md). Pure.
+//! * [`client`]: an async client over the binary protocol, used by `corekvctl`,
+//!   `corekv-bench` and the tests.
+//! * [`server`]: the `corekv` server: one glommio executor per core, the shard driver
+//!   that ties `corekv-raft`, `corekv-wal` and `corekv-engine` together on one core, and
+//!   the connection handlers on every core.
 //!
-//! It must never hold business logic that belongs in the engine or in Raft. The server
-//! arrives with the single-node server issue; until then this crate is empty on purpose.
+//! This crate owns every executor, socket and file; business logic lives in the engine
+//! and in Raft.
+
+pub mod client;
+pub mod protocol;
+pub mod server;

@@ -1,0 +1,1 @@
+//! The async client over the binary protocol (in progress).

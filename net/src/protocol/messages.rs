@@ -1,0 +1,175 @@
+//! The messages of corekv's binary protocol: what a client may ask and what the server
+//! answers. The byte encoding is in `codec` and docs/protocol.md.
+//!
+//! Requests and responses reuse the engine's request and response types, so that a
+//! request decoded on a connection core reaches the shard (and, for writes, the Raft
+//! log) without another translation.
+
+use corekv_engine::{
+    DeleteRangeRequest, DeleteRangeResponse, Event, LeaseId, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, Revision, TxnRequest, TxnResponse, WatchRequest,
+};
+
+/// etcd's `ResponseHeader`, carried by every successful response.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// The id of the member that answered.
+    pub member_id: u64,
+    /// The store revision when the request was served.
+    pub revision: Revision,
+    /// The Raft term when the request was served.
+    pub raft_term: u64,
+}
+
+/// A client request. Each travels in a frame with a client-chosen request id; responses
+/// carry the same id and may arrive in any order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Read keys.
+    Range(RangeRequest),
+    /// Write one key.
+    Put(PutRequest),
+    /// Delete keys.
+    DeleteRange(DeleteRangeRequest),
+    /// A transaction.
+    Txn(TxnRequest),
+    /// Compact history at `revision`; `physical` waits until it is applied.
+    Compact {
+        /// Revision to compact at.
+        revision: Revision,
+        /// Wait for the compaction to be applied before answering.
+        physical: bool,
+    },
+    /// Grant a lease (`id` NONE: the server chooses).
+    LeaseGrant {
+        /// Requested id, or NONE.
+        id: LeaseId,
+        /// TTL in seconds.
+        ttl_seconds: i64,
+    },
+    /// Revoke a lease and delete its keys.
+    LeaseRevoke {
+        /// The lease.
+        id: LeaseId,
+    },
+    /// Renew a lease once (a keep-alive stream is a sequence of these).
+    LeaseKeepAlive {
+        /// The lease.
+        id: LeaseId,
+    },
+    /// Remaining TTL and optionally the keys of a lease.
+    LeaseTimeToLive {
+        /// The lease.
+        id: LeaseId,
+        /// Include the attached keys.
+        keys: bool,
+    },
+    /// Every lease id.
+    LeaseLeases,
+    /// Start a watch; events arrive as [`Response::WatchEvents`] frames carrying this
+    /// request's id until it is cancelled (by the client or by compaction).
+    WatchCreate(WatchRequest),
+    /// Cancel the watch started by the request with id `watch_id`.
+    WatchCancel {
+        /// Request id of the `WatchCreate`.
+        watch_id: u64,
+    },
+    /// Ask for the current revision once every watch on this connection is synced.
+    WatchProgress,
+    /// Member status.
+    Status,
+}
+
+/// A server response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// The request failed: gRPC status code and etcd's message.
+    Error {
+        /// gRPC status code (as etcd would send it).
+        code: u32,
+        /// etcd's message text.
+        message: String,
+    },
+    /// Answer to [`Request::Range`].
+    Range(Header, RangeResponse),
+    /// Answer to [`Request::Put`].
+    Put(Header, PutResponse),
+    /// Answer to [`Request::DeleteRange`].
+    DeleteRange(Header, DeleteRangeResponse),
+    /// Answer to [`Request::Txn`].
+    Txn(Header, TxnResponse),
+    /// Answer to [`Request::Compact`].
+    Compact(Header),
+    /// Answer to [`Request::LeaseGrant`].
+    LeaseGrant {
+        /// Header.
+        header: Header,
+        /// The lease id.
+        id: LeaseId,
+        /// TTL in effect, seconds.
+        ttl_seconds: i64,
+    },
+    /// Answer to [`Request::LeaseRevoke`].
+    LeaseRevoke(Header),
+    /// Answer to [`Request::LeaseKeepAlive`].
+    LeaseKeepAlive {
+        /// Header.
+        header: Header,
+        /// The lease id.
+        id: LeaseId,
+        /// New TTL in seconds (0 if the lease no longer exists, as etcd).
+        ttl_seconds: i64,
+    },
+    /// Answer to [`Request::LeaseTimeToLive`].
+    LeaseTimeToLive {
+        /// Header.
+        header: Header,
+        /// The lease id.
+        id: LeaseId,
+        /// Seconds left, -1 if the lease does not exist (as etcd).
+        ttl_seconds: i64,
+        /// TTL granted.
+        granted_ttl_seconds: i64,
+        /// Attached keys, when asked for.
+        keys: Vec<Vec<u8>>,
+    },
+    /// Answer to [`Request::LeaseLeases`].
+    LeaseLeases(Header, Vec<LeaseId>),
+    /// The watch was created (first frame for a `WatchCreate` id).
+    WatchCreated(Header),
+    /// Events of one watch, in revision order; a revision is never split across frames.
+    WatchEvents(Header, Vec<Event>),
+    /// The watch ended: cancelled by the client (`compact_revision` 0) or because it
+    /// needed history below `compact_revision`.
+    WatchCanceled {
+        /// Header.
+        header: Header,
+        /// Compact revision when cancelled by compaction, else 0.
+        compact_revision: Revision,
+    },
+    /// Answer to [`Request::WatchProgress`]: the header carries the revision.
+    WatchProgress(Header),
+    /// Answer to [`Request::Status`].
+    Status(StatusResponse),
+}
+
+/// Member status, like etcd's `StatusResponse`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatusResponse {
+    /// Header.
+    pub header: Header,
+    /// Server version (corekv's, plus the etcd version it speaks).
+    pub version: String,
+    /// Approximate bytes held by the store.
+    pub db_size: u64,
+    /// Current leader's member id (0 = none).
+    pub leader: u64,
+    /// Raft log index of the last entry.
+    pub raft_index: u64,
+    /// Raft term.
+    pub raft_term: u64,
+    /// Raft index applied to the store.
+    pub raft_applied_index: u64,
+}

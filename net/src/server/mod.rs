@@ -1,0 +1,1 @@
+//! The `corekv` server (in progress).
