@@ -220,6 +220,20 @@ impl SimDisk {
         }
     }
 
+    /// Overwrites bytes of a file, durably, bypassing the operation count: corruption
+    /// that happened behind the WAL's back (or a torn write laid out by hand).
+    pub fn overwrite(&self, path: &Path, offset: usize, bytes: &[u8]) {
+        let mut state = self.state.borrow_mut();
+        let id = *state.names.get(path).expect("overwrite an existing file");
+        let file = state.file(id).expect("named file exists");
+        for target in [&mut file.current, &mut file.durable] {
+            if target.len() < offset + bytes.len() {
+                target.resize(offset + bytes.len(), 0);
+            }
+            target[offset..offset + bytes.len()].copy_from_slice(bytes);
+        }
+    }
+
     /// What a reader sees in `path` now, if it exists.
     pub fn read(&self, path: &Path) -> Option<Vec<u8>> {
         let state = self.state.borrow();
