@@ -56,8 +56,6 @@ impl RawNode {
         if self.maybe_commit() {
             self.needs_broadcast = true;
         }
-        if self.maybe_finish_read_round() {
-            self.maybe_start_read_round();
-        }
+        self.maybe_finish_read_round();
     }
 }

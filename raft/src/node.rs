@@ -424,6 +424,7 @@ impl RawNode {
             || self.log.has_applicable()
             || !self.read_states.is_empty()
             || self.soft_state() != self.last_soft_state
+            || self.read_round_startable()
     }
 
     /// Takes the next batch of work. Handle it as the crate documentation says, then
@@ -435,6 +436,8 @@ impl RawNode {
                 self.broadcast_append();
             }
         }
+        // Every read waiting now shares one confirmation round.
+        self.maybe_start_read_round();
         let number = self.next_ready_number;
         self.next_ready_number += 1;
 

@@ -66,8 +66,9 @@ impl RawNode {
                     });
                 }
                 let id = self.id;
+                // The round starts when the driver next takes a Ready, so every read that
+                // arrives before then shares it.
                 self.reads.waiting.push(ReadRequest { request, from: id });
-                self.maybe_start_read_round();
                 Ok(())
             }
             _ => match self.leader {
@@ -86,7 +87,14 @@ impl RawNode {
             return;
         }
         self.reads.waiting.push(ReadRequest { request, from });
-        self.maybe_start_read_round();
+    }
+
+    /// Whether a round could start now (reads wait, none in flight, leadership usable).
+    pub(crate) fn read_round_startable(&self) -> bool {
+        self.role == Role::Leader
+            && self.reads.round.is_none()
+            && !self.reads.waiting.is_empty()
+            && self.log.term(self.log.committed) == Some(self.term)
     }
 
     pub(crate) fn maybe_start_read_round(&mut self) {
@@ -118,9 +126,7 @@ impl RawNode {
             }
             _ => return,
         }
-        if self.maybe_finish_read_round() {
-            self.maybe_start_read_round();
-        }
+        self.maybe_finish_read_round();
     }
 
     /// Completes the round in flight if a quorum acknowledged it. Returns true if it did.

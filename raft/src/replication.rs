@@ -309,7 +309,9 @@ impl RawNode {
             pr.become_probe();
         }
         if pr.matched < last {
-            self.send_append(from, false);
+            // An empty append probes too: if pipelined entries were lost the follower
+            // rejects it and the leader backs up at once instead of waiting.
+            self.send_append(from, true);
         }
         self.handle_read_ack(from, read_round);
     }
@@ -338,7 +340,6 @@ impl RawNode {
         }
         self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(freed);
         self.log.commit_to(candidate);
-        self.maybe_start_read_round();
         true
     }
 }
