@@ -171,7 +171,8 @@ impl Harness {
             let ids: Vec<u64> = self.nodes.keys().copied().collect();
             for id in ids {
                 let node = self.node(id);
-                while node.has_ready() {
+                // One Ready per member per round, so the transcript interleaves members.
+                if node.has_ready() {
                     moved = true;
                     let rd = node.ready();
                     let mut parts = Vec::new();
@@ -201,7 +202,6 @@ impl Harness {
                     }
                     node.on_persisted(rd.number);
                     self.mailbox.extend(rd.messages);
-                    break;
                 }
             }
             for m in std::mem::take(&mut self.mailbox) {
