@@ -31,7 +31,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::mem;
 use std::path::{Path, PathBuf};
@@ -78,6 +78,11 @@ pub struct WalConfig {
     pub batch_linger: Duration,
     /// Shard this log belongs to; checked against every segment header on open.
     pub shard_id: ShardId,
+    /// Write zeros through the next segment ahead of need (in the flusher's task, while
+    /// batches go on), so appends overwrite initialised blocks and rotation is a rename.
+    /// Costs one extra segment of sequential writes per segment; halves fdatasync latency
+    /// on ext4 (see wal_bench's two raw figures).
+    pub zero_fill_segments: bool,
 }
 
 impl Default for WalConfig {
@@ -88,6 +93,7 @@ impl Default for WalConfig {
             max_record_bytes: MAX_RECORD_BYTES_DEFAULT,
             batch_linger: Duration::ZERO,
             shard_id: ShardId(0),
+            zero_fill_segments: true,
         }
     }
 }
@@ -330,7 +336,19 @@ pub struct Flusher<D: Disk> {
     shared: Rc<RefCell<Shared>>,
     disk: Rc<D>,
     file: Option<(u64, D::File)>,
+    prepared: Rc<RefCell<PreparedSlot<D::File>>>,
 }
+
+/// A zero-filled, synced segment file made ahead of need, waiting to be renamed into
+/// place at the next rotation.
+struct PreparedSlot<F> {
+    file: Option<F>,
+    preparer: Option<Waker>,
+}
+
+/// Name of the segment file prepared ahead of need. Not a segment name: recovery ignores
+/// it (and removes a stale one).
+const PREPARED_SEGMENT_NAME: &str = "next-segment.prep";
 
 impl<D: Disk> std::fmt::Debug for Flusher<D> {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -363,6 +381,12 @@ impl<D: Disk> Wal<D> {
             .await
             .map_err(|source| WalError::io("create WAL directory", &dir, source))?;
         let segments = list_segments(&*disk, &dir).await?;
+        let stale = dir.join(PREPARED_SEGMENT_NAME);
+        if disk.map_file(&stale).await.is_ok() {
+            disk.remove_file(&stale)
+                .await
+                .map_err(|source| WalError::io("remove stale prepared segment", &stale, source))?;
+        }
         let mut state = LogState::new(replay_from);
         let mut torn_tail = None;
         let mut last_scan = None;
@@ -457,7 +481,15 @@ impl<D: Disk> Wal<D> {
             shared: shared.clone(),
             disk: disk.clone(),
         };
-        let flusher = Flusher { shared, disk, file };
+        let flusher = Flusher {
+            shared,
+            disk,
+            file,
+            prepared: Rc::new(RefCell::new(PreparedSlot {
+                file: None,
+                preparer: None,
+            })),
+        };
         Ok((wal, flusher, recovered))
     }
 
@@ -683,6 +715,25 @@ impl<D: Disk> Flusher<D> {
     /// Writes batches until the [`Wal`] is dropped (then drains what is pending) or a
     /// write fails (then poisons the log). Returns when it stops.
     pub async fn run(mut self) {
+        let preparer = prepare_segments(
+            self.disk.clone(),
+            self.shared.clone(),
+            self.prepared.clone(),
+        );
+        let mut preparer = std::pin::pin!(preparer);
+        let mut preparer_done = false;
+        let batches = self.run_batches();
+        let mut batches = std::pin::pin!(batches);
+        poll_fn(|context| {
+            if !preparer_done && preparer.as_mut().poll(context).is_ready() {
+                preparer_done = true;
+            }
+            batches.as_mut().poll(context)
+        })
+        .await
+    }
+
+    async fn run_batches(&mut self) {
         loop {
             let has_work = poll_fn(|context| {
                 let mut shared = self.shared.borrow_mut();
@@ -767,17 +818,28 @@ impl<D: Disk> Flusher<D> {
                 (shared.dir.clone(), shared.config.segment_bytes)
             };
             let path = dir.join(segment_name(batch.segment, batch.segment_first_index));
-            let file = self
-                .disk
-                .create_file(&path)
-                .await
-                .map_err(|error| ("create segment", error))?;
-            file.allocate(segment_bytes)
-                .await
-                .map_err(|error| ("preallocate segment", error))?;
-            file.sync_data()
-                .await
-                .map_err(|error| ("fdatasync new segment", error))?;
+            let prepared = {
+                let mut slot = self.prepared.borrow_mut();
+                if let Some(waker) = slot.preparer.take() {
+                    waker.wake();
+                }
+                slot.file.take()
+            };
+            let file = match prepared {
+                Some(file) => {
+                    self.disk
+                        .rename(&dir.join(PREPARED_SEGMENT_NAME), &path)
+                        .await
+                        .map_err(|error| ("rename prepared segment", error))?;
+                    file
+                }
+                None => {
+                    let zero_fill = self.shared.borrow().config.zero_fill_segments;
+                    create_segment_file(&*self.disk, &path, segment_bytes, zero_fill)
+                        .await
+                        .map_err(|error| ("create segment", error))?
+                }
+            };
             self.disk
                 .sync_dir(&dir)
                 .await
@@ -798,6 +860,69 @@ impl<D: Disk> Flusher<D> {
             .map_err(|error| ("write", error))?;
         file.sync_data().await.map_err(|error| ("fdatasync", error))
     }
+}
+
+/// Keeps one zero-filled, synced segment file ready, so that rotation is a rename and
+/// appends overwrite initialised blocks (an fdatasync after writing into fallocated but
+/// unwritten extents must also commit the extent conversion, which roughly doubles its
+/// latency). Runs alongside the batch loop in the flusher's task; on any error it stops
+/// and rotation falls back to creating segments directly.
+async fn prepare_segments<D: Disk>(
+    disk: Rc<D>,
+    shared: Rc<RefCell<Shared>>,
+    slot: Rc<RefCell<PreparedSlot<D::File>>>,
+) {
+    let (path, segment_bytes, enabled) = {
+        let shared = shared.borrow();
+        (
+            shared.dir.join(PREPARED_SEGMENT_NAME),
+            shared.config.segment_bytes,
+            shared.config.zero_fill_segments,
+        )
+    };
+    if !enabled {
+        return;
+    }
+    loop {
+        poll_fn(|context| {
+            let mut slot = slot.borrow_mut();
+            if slot.file.is_none() {
+                Poll::Ready(())
+            } else {
+                slot.preparer = Some(context.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        let prepared = create_segment_file(&*disk, &path, segment_bytes, true).await;
+        match prepared {
+            Ok(file) => slot.borrow_mut().file = Some(file),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Creates a segment file of `segment_bytes`, zero-filled if asked, and syncs it. The
+/// caller syncs the folder once the file has its final name.
+async fn create_segment_file<D: Disk>(
+    disk: &D,
+    path: &Path,
+    segment_bytes: u64,
+    zero_fill: bool,
+) -> io::Result<D::File> {
+    let file = disk.create_file(path).await?;
+    file.allocate(segment_bytes).await?;
+    if zero_fill {
+        let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+        let mut offset = 0u64;
+        while offset < segment_bytes {
+            let chunk = (segment_bytes - offset).min(ZERO_CHUNK_BYTES as u64);
+            file.write_at(&zeros[..chunk as usize], offset).await?;
+            offset += chunk;
+        }
+    }
+    file.sync_data().await?;
+    Ok(file)
 }
 
 /// An append's place in the queue for batch space. Leaving the queue (done, failed or
