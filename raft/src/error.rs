@@ -20,6 +20,10 @@ pub enum Error {
     /// The leader's uncommitted log exceeds `Config::max_uncommitted_bytes`.
     #[error("etcdserver: too many requests (uncommitted log over {limit_bytes} bytes)")]
     TooManyUncommitted { limit_bytes: u64 },
+    /// More linearizable reads are waiting for a confirmation round than
+    /// `MAX_WAITING_READS`.
+    #[error("etcdserver: too many requests ({limit} reads already waiting)")]
+    TooManyReads { limit: usize },
     /// A membership change was proposed while another is not yet applied, or before the
     /// leader committed an entry of its own term.
     #[error("a membership change is already in progress")]

@@ -61,8 +61,8 @@ impl RawNode {
         match self.role {
             Role::Leader => {
                 if self.reads.waiting.len() >= MAX_WAITING_READS {
-                    return Err(Error::TooManyUncommitted {
-                        limit_bytes: MAX_WAITING_READS as u64,
+                    return Err(Error::TooManyReads {
+                        limit: MAX_WAITING_READS,
                     });
                 }
                 let id = self.id;

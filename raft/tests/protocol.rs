@@ -605,3 +605,72 @@ fn restart_restores_persisted_state() {
         Err(Error::InvalidRestartState(_))
     ));
 }
+
+// One AppendEntries carries at most `max_entries_bytes_per_message` of entries (but
+// always at least one entry), so the limit + 1 byte splits a batch.
+#[test]
+fn append_size_limit_splits_batches() {
+    let ids = [id(1), id(2)];
+    let limit = 2 * (24 + 100);
+    let mut cfg = config(1);
+    cfg.max_entries_bytes_per_message = limit;
+    cfg.max_inflight_messages = 64;
+    let mut nodes = [
+        RawNode::bootstrap(cfg, &ids),
+        RawNode::bootstrap(config(2), &ids),
+    ];
+    let mut appends: Vec<Vec<usize>> = Vec::new();
+    let pump = |nodes: &mut [RawNode; 2], appends: &mut Vec<Vec<usize>>| {
+        for _ in 0..100 {
+            let mut wire = Vec::new();
+            for node in nodes.iter_mut() {
+                while node.has_ready() {
+                    let rd = node.ready();
+                    wire.extend(rd.messages);
+                    node.on_persisted(rd.number);
+                }
+            }
+            if wire.is_empty() {
+                return;
+            }
+            for m in wire {
+                if let MessageBody::Append { entries, .. } = &m.body {
+                    appends.push(entries.iter().map(|e| e.data.len()).collect());
+                }
+                nodes[(m.to.0 - 1) as usize].step(m);
+            }
+        }
+    };
+    pump(&mut nodes, &mut appends);
+    nodes[0].campaign();
+    pump(&mut nodes, &mut appends);
+    assert_eq!(nodes[0].role(), Role::Leader);
+    appends.clear();
+    let mut batch = vec![vec![1; 100]; 4];
+    batch.push(vec![2; 2 * limit as usize]);
+    nodes[0].propose_batch(batch).expect("leader");
+    pump(&mut nodes, &mut appends);
+    let with_data: Vec<&Vec<usize>> = appends.iter().filter(|a| !a.is_empty()).collect();
+    assert_eq!(
+        with_data,
+        vec![&vec![100, 100], &vec![100, 100], &vec![2 * limit as usize]]
+    );
+}
+
+// The reads queue has a bound; the read past it is refused with "too many requests".
+#[test]
+fn waiting_reads_are_bounded() {
+    let mut c = Cluster::new(1);
+    c.elect(1);
+    for request in 0..corekv_raft::MAX_WAITING_READS as u64 {
+        c.node(1).read_index(request).expect("within the bound");
+    }
+    let over = c.node(1).read_index(u64::MAX);
+    assert!(matches!(over, Err(Error::TooManyReads { .. })));
+    assert!(over
+        .unwrap_err()
+        .to_string()
+        .starts_with("etcdserver: too many requests"));
+    c.stabilize();
+    assert_eq!(c.reads[&id(1)].len(), corekv_raft::MAX_WAITING_READS);
+}

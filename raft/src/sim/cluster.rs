@@ -50,7 +50,8 @@ pub struct SimReport {
     pub simulated_ms: u64,
     pub ops_completed: u64,
     pub ops_unknown: u64,
-    pub writes_applied: u64,
+    /// Writes whose client gave up but which were later seen applied.
+    pub unknown_writes_seen_applied: u64,
     pub leaders_elected: u64,
     pub crashes: u64,
     pub partitions: u64,
@@ -924,7 +925,7 @@ impl<'t> Sim<'t> {
             if op.status == OpStatus::Unknown && op.op.ret.is_none() {
                 // The write took effect no later than now.
                 op.op.ret = Some(now_event);
-                self.report.writes_applied += 1;
+                self.report.unknown_writes_seen_applied += 1;
             }
         }
         if let Some((term, op)) = resolved {
