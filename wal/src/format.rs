@@ -437,6 +437,30 @@ mod tests {
         assert!(matches!(decode(&segment, 0, 100), Decode::Bad(_)));
     }
 
+    /// The worked example in docs/wal-format.md is exactly what the encoder produces.
+    #[test]
+    fn documented_example_bytes() {
+        let mut batch = Vec::new();
+        let record = WalRecord::Entry {
+            index: LogIndex(5),
+            term: Term(2),
+            data: b"hi",
+        };
+        encode(&mut batch, 4096, &record, FLAG_BATCH_START);
+        finish_batch(&mut batch, 4096, 0);
+        assert_eq!(batch.len(), BLOCK_SIZE);
+        let expected_entry = [
+            0x13, 0, 0, 0, 0xf8, 0x73, 0x4e, 0x64, 0x84, 5, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0,
+            0, 0, 0x68, 0x69,
+        ];
+        assert_eq!(&batch[..27], &expected_entry);
+        assert_eq!(
+            &batch[27..36],
+            &[0xdd, 0x0f, 0, 0, 0x58, 0xb3, 0xfb, 0xa2, 0x47]
+        );
+        assert!(batch[36..].iter().all(|byte| *byte == 0));
+    }
+
     /// finish_batch always ends on a block boundary with a batch-end record.
     #[test]
     fn finish_batch_aligns() {
