@@ -225,7 +225,10 @@ struct Sim<'t> {
     // Invariant bookkeeping.
     leaders: BTreeMap<Term, MemberId>,
     log_entries: HashMap<(u64, u64), (u64, u64)>,
-    committed: BTreeMap<u64, Term>,
+    /// Committed index -> (entry term, term of the first member seen committing it).
+    /// The second is at least the term in which the entry was committed, which is what
+    /// Leader Completeness speaks about: leaders of later terms must hold it.
+    committed: BTreeMap<u64, (Term, Term)>,
     applied_entries: HashMap<u64, (Term, u64)>,
     state_digests: HashMap<u64, u64>,
 
@@ -829,7 +832,7 @@ impl<'t> Sim<'t> {
 
     fn install_snapshot(&mut self, id: MemberId, snapshot: Snapshot) -> Result<(), String> {
         let index = snapshot.meta.index;
-        if let Some(term) = self.committed.get(&index.0) {
+        if let Some((term, _)) = self.committed.get(&index.0) {
             if *term != snapshot.meta.term {
                 return Err(format!(
                     "{id}: snapshot at {index} has term {} but {term} was committed there",
@@ -1290,7 +1293,8 @@ impl<'t> Sim<'t> {
             let mut index = node.last_commit.next();
             while index <= commit {
                 if let Some(term) = raft.log_term(index) {
-                    let known = *self.committed.entry(index.0).or_insert(term);
+                    let seen_in = raft.term();
+                    let (known, _) = *self.committed.entry(index.0).or_insert((term, seen_in));
                     if known != term {
                         return Err(format!(
                             "{id} committed ({index}, t{term}) but t{known} was committed there"
@@ -1331,8 +1335,8 @@ impl<'t> Sim<'t> {
     fn check_leader_completeness(&self, id: MemberId) -> Result<(), String> {
         let raft = self.nodes[&id].raft.as_ref().expect("alive");
         let first = raft.status().first_index;
-        for (&index, &term) in self.committed.range(first.0..) {
-            if raft.log_term(LogIndex(index)) != Some(term) {
+        for (&index, &(term, committed_in)) in self.committed.range(first.0..) {
+            if committed_in < raft.term() && raft.log_term(LogIndex(index)) != Some(term) {
                 return Err(format!(
                     "leader completeness: new leader {id} of t{} lacks committed ({index}, t{term})",
                     raft.term()
