@@ -1,0 +1,87 @@
+//! The safety invariants checked after every simulated millisecond and at every
+//! election and Ready.
+
+use super::*;
+
+impl Sim<'_> {
+    pub(super) fn check_invariants(&mut self) -> Result<(), String> {
+        for (id, node) in self.nodes.iter_mut() {
+            let Some(raft) = node.raft.as_ref() else {
+                continue;
+            };
+            if raft.role() == Role::Leader {
+                let term = raft.term();
+                let first = *self.leaders.entry(term).or_insert(*id);
+                if first != *id {
+                    return Err(format!(
+                        "election safety: {first} and {id} both lead term {term}"
+                    ));
+                }
+            }
+            let commit = raft.commit_index();
+            if commit < node.last_commit {
+                return Err(format!(
+                    "{id}: commit went back from {} to {commit}",
+                    node.last_commit
+                ));
+            }
+            let mut index = node.last_commit.next();
+            while index <= commit {
+                if let Some(term) = raft.log_term(index) {
+                    let seen_in = raft.term();
+                    let (known, _) = *self.committed.entry(index.0).or_insert((term, seen_in));
+                    if known != term {
+                        return Err(format!(
+                            "{id} committed ({index}, t{term}) but t{known} was committed there"
+                        ));
+                    }
+                }
+                index = index.next();
+            }
+            node.last_commit = commit;
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_log_matching(
+        &mut self,
+        id: MemberId,
+        entries: &[Entry],
+    ) -> Result<(), String> {
+        let raft = self.nodes[&id].raft.as_ref().expect("alive");
+        for e in entries {
+            let prev = if e.index.0 == 1 {
+                Some(Term::ZERO)
+            } else {
+                raft.log_term(e.index.prev())
+            };
+            let Some(prev) = prev else { continue };
+            let record = (entry_digest(e), prev.0);
+            let known = *self
+                .log_entries
+                .entry((e.index.0, e.term.0))
+                .or_insert(record);
+            if known != record {
+                return Err(format!(
+                    "log matching: {id} holds ({}, t{}) with a different content or predecessor",
+                    e.index, e.term
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_leader_completeness(&self, id: MemberId) -> Result<(), String> {
+        let raft = self.nodes[&id].raft.as_ref().expect("alive");
+        let first = raft.status().first_index;
+        for (&index, &(term, committed_in)) in self.committed.range(first.0..) {
+            if committed_in < raft.term() && raft.log_term(LogIndex(index)) != Some(term) {
+                return Err(format!(
+                    "leader completeness: new leader {id} of t{} lacks committed ({index}, t{term})",
+                    raft.term()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
