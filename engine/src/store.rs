@@ -135,6 +135,19 @@ impl Store {
         Revision(self.compact.max(0))
     }
 
+    /// Bytes the store holds, approximately: keys, retained values and a fixed cost per
+    /// version. Walks the whole index (for status and metrics, not the hot path).
+    pub fn approximate_bytes(&self) -> usize {
+        const VERSION_OVERHEAD_BYTES: usize = 64;
+        self.index
+            .iter()
+            .map(|(key, record)| {
+                key.as_bytes().len()
+                    + record.versions().map(|v| v.value.len() + VERSION_OVERHEAD_BYTES).sum::<usize>()
+            })
+            .sum()
+    }
+
     /// Number of keys with retained history (live or not yet compacted away).
     pub fn key_count(&self) -> usize {
         self.index.key_count()

@@ -1,1 +1,284 @@
-//! The `corekv` server (in progress).
+//! The `corekv` server: one glommio executor per core.
+//!
+//! Core 0 owns the shard (Raft + WAL + engine, see [`shard`]); every core, core 0
+//! included, accepts connections on the same address (SO_REUSEPORT), decodes and
+//! validates requests and sends them to the shard in batches over bounded cross-core
+//! channels ([`mesh`]); the shard answers each core with one batch per round.
+//!
+//! Start-up: the shard recovers first (snapshot, then WAL); only when it is ready do the
+//! cores bind their listeners, so clients never reach a half-recovered store. Any start-up
+//! failure (data dir locked or unwritable, corrupt WAL, port in use) is one line on
+//! stderr and a non-zero exit.
+//!
+//! Shutdown: SIGINT or SIGTERM stops the shard from taking new requests; it finishes what
+//! is in flight (every accepted write is fsynced and answered), flushes the replies, and
+//! the process exits 0.
+
+pub mod config;
+pub(crate) mod connection;
+pub mod entry;
+pub(crate) mod mesh;
+pub mod shard;
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use glommio::channels::shared_channel;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use self::config::ServerConfig;
+use self::connection::{accept_loop, Core};
+use self::mesh::{Reply, ToShard};
+use self::shard::{event_queue, forward, Event, Shard};
+
+/// corekv's version, and the etcd API version it speaks.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (etcd API 3.4)");
+
+/// Batches queued between one core and the shard, each way.
+const CORE_CHANNEL_BATCHES_MAX: usize = 1024;
+/// Locked memory glommio registers for io_uring buffers, per executor.
+const IO_MEMORY_BYTES: usize = 2 << 20;
+
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    SHUTDOWN.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe; the
+        // sigaction struct is zero-initialised and fully set before use.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as *const () as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Raises the locked-memory soft limit to the hard limit: io_uring and glommio register
+/// buffers in locked memory, and distributions default to 8 MiB.
+fn raise_memlock_limit() {
+    // SAFETY: getrlimit/setrlimit read and write one rlimit struct we own.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit);
+        }
+    }
+}
+
+/// Takes an exclusive lock on the data directory so two servers never share it.
+fn lock_data_dir(config: &ServerConfig) -> Result<File> {
+    let member = config.data_dir.join("member");
+    std::fs::create_dir_all(&member)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let path = member.join("lock");
+    let file = File::create(&path)
+        .with_context(|| format!("data dir {} is not writable", config.data_dir.display()))?;
+    // SAFETY: flock on a file descriptor we own for the duration of the call.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        bail!(
+            "data dir {} is locked by another corekv process",
+            config.data_dir.display()
+        );
+    }
+    Ok(file)
+}
+
+/// Runs the server until SIGINT/SIGTERM. Errors are start-up failures.
+pub fn run(mut config: ServerConfig) -> Result<()> {
+    // Directories are made absolute once, so that nothing depends on the working
+    // directory later (glommio opens directories for fsync by path).
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    config.data_dir = cwd.join(&config.data_dir);
+    config.wal_dir = config.wal_dir.map(|dir| cwd.join(dir));
+    raise_memlock_limit();
+    install_signal_handlers();
+    let _lock = lock_data_dir(&config)?;
+    let config = Arc::new(config);
+    let cores = config.cores;
+    let mut to_shard_senders = Vec::new();
+    let mut to_shard_receivers = Vec::new();
+    let mut from_shard_senders = Vec::new();
+    let mut from_shard_receivers = Vec::new();
+    for _ in 0..cores {
+        let (sender, receiver) = shared_channel::new_bounded::<ToShard>(CORE_CHANNEL_BATCHES_MAX);
+        to_shard_senders.push(sender);
+        to_shard_receivers.push(receiver);
+        let (sender, receiver) =
+            shared_channel::new_bounded::<Vec<Reply>>(CORE_CHANNEL_BATCHES_MAX);
+        from_shard_senders.push(sender);
+        from_shard_receivers.push(receiver);
+    }
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Pin executors only when they own the machine; several nodes sharing a host with
+    // --cores float instead of piling onto the first CPUs.
+    let placement = |core: usize| {
+        if cores >= available {
+            Placement::Fixed(core % available)
+        } else {
+            Placement::Unbound
+        }
+    };
+
+    // The shard starts first and reports whether recovery worked.
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let shard_config = config.clone();
+    let shard_thread = LocalExecutorBuilder::new(placement(0))
+        .name("corekv-shard")
+        .io_memory(IO_MEMORY_BYTES)
+        .spawn(move || async move {
+            let config = Rc::new((*shard_config).clone());
+            let (events_tx, events_rx) = event_queue();
+            let events_tx = Rc::new(events_tx);
+            let mut shard = match Shard::open(config.clone(), events_tx.clone()).await {
+                Ok(shard) => shard,
+                Err(error) => {
+                    let _ = ready_tx.send(Err(format!("{error:#}")));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            // The cores start now; connect to each of them.
+            for receiver in to_shard_receivers {
+                glommio::spawn_local(forward(receiver, events_tx.clone())).detach();
+            }
+            let mut replies = Vec::new();
+            for sender in from_shard_senders {
+                replies.push(sender.connect().await);
+            }
+            shard.attach_cores(replies);
+            glommio::spawn_local(tick_and_watch_signals(config.heartbeat_interval, events_tx))
+                .detach();
+            if let Err(error) = shard.run(events_rx).await {
+                eprintln!("corekv: shard stopped: {error:#}");
+            }
+        })
+        .map_err(|error| anyhow!("cannot start the shard executor: {error}"))?;
+    loop {
+        match ready_rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(Ok(())) => break,
+            Ok(Err(error)) => bail!("{error}"),
+            Err(mpsc::RecvTimeoutError::Timeout) if SHUTDOWN.load(Ordering::SeqCst) => {
+                // Stopped while recovering: nothing was acknowledged yet, and recovery is
+                // as safe to interrupt as a crash.
+                std::process::exit(0);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                bail!("the shard executor stopped during start-up")
+            }
+        }
+    }
+
+    // Then every core binds and serves.
+    let (bound_tx, bound_rx) = mpsc::channel::<Result<(), String>>();
+    let mut core_threads = Vec::new();
+    let mut to_shard_senders = to_shard_senders.into_iter();
+    let mut from_shard_receivers = from_shard_receivers.into_iter();
+    for core in 0..cores {
+        let to_shard = to_shard_senders.next().expect("one channel per core");
+        let from_shard = from_shard_receivers.next().expect("one channel per core");
+        let core_config = config.clone();
+        let bound = bound_tx.clone();
+        let handle = LocalExecutorBuilder::new(placement(core))
+            .name(&format!("corekv-core-{core}"))
+            .io_memory(IO_MEMORY_BYTES)
+            .spawn(move || async move {
+                let config = Rc::new((*core_config).clone());
+                let mut listeners = Vec::new();
+                for address in &config.binary_addresses {
+                    match TcpListener::bind(address) {
+                        Ok(listener) => listeners.push(listener),
+                        Err(error) => {
+                            let _ = bound.send(Err(format!("cannot listen on {address}: {error}")));
+                            return;
+                        }
+                    }
+                }
+                let _ = bound.send(Ok(()));
+                let core = Core::start(
+                    core,
+                    config,
+                    to_shard.connect().await,
+                    from_shard.connect().await,
+                );
+                let mut accepting = Vec::new();
+                for listener in listeners {
+                    accepting.push(glommio::spawn_local(accept_loop(core.clone(), listener)));
+                }
+                for task in accepting {
+                    task.await;
+                }
+            })
+            .map_err(|error| anyhow!("cannot start executor for core {core}: {error}"))?;
+        core_threads.push(handle);
+    }
+    for _ in 0..cores {
+        match bound_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => bail!("{error}"),
+            Err(_) => bail!("an executor stopped during start-up"),
+        }
+    }
+    let addresses: Vec<String> = config
+        .binary_addresses
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    eprintln!(
+        "corekv {VERSION}: member {} serving the binary protocol on {} with {} cores, data in {}",
+        config.name,
+        addresses.join(","),
+        cores,
+        config.data_dir.display()
+    );
+
+    // The shard returns once shutdown finished its in-flight work.
+    shard_thread
+        .join()
+        .map_err(|error| anyhow!("shard executor failed: {error}"))?;
+    // Give the cores a moment to write the last replies to their sockets.
+    std::thread::sleep(Duration::from_millis(100));
+    Ok(())
+}
+
+/// Ticks Raft every heartbeat interval, and turns a shutdown signal into an event.
+async fn tick_and_watch_signals(
+    interval: Duration,
+    events: Rc<glommio::channels::local_channel::LocalSender<Event>>,
+) {
+    loop {
+        glommio::timer::sleep(interval).await;
+        let event = if SHUTDOWN.load(Ordering::SeqCst) {
+            Event::Shutdown
+        } else {
+            Event::Tick
+        };
+        let shutdown = matches!(event, Event::Shutdown);
+        if events.send(event).await.is_err() {
+            return;
+        }
+        if shutdown {
+            // Keep ticking so the shard can finish its in-flight work.
+            loop {
+                glommio::timer::sleep(interval).await;
+                if events.send(Event::Tick).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1183 @@
+//! The shard driver: one Raft group, its WAL and its engine, owned by one core.
+//!
+//! It follows `corekv-raft`'s driver contract step by step (see that crate's top doc):
+//! inputs (client requests from every core, ticks, persistence acknowledgements) go into
+//! one event queue; after each burst of events the driver proposes the writes it
+//! collected as one entry, asks for one read index for every linearizable read waiting,
+//! and handles every Ready: messages out, entries and hard state to the WAL (group
+//! commit: several readies may be in the WAL's pipeline at once, acknowledged in order),
+//! committed entries applied to the engine, replies and watch events back to the
+//! connection cores in one batch per core.
+//!
+//! Invariants: a write is answered only after the entry holding it was applied, which
+//! Raft allows only once it is durable on a quorum (here: after our own fsync);
+//! `on_persisted` is called in Ready order; a WAL error poisons the shard (no write is
+//! acknowledged afterwards, and the error is never retried).
+//!
+//! Never: block the executor on anything but the engine's own work, share engine state
+//! with another core.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use corekv_engine::{
+    Error as EngineError, LeaseId, Revision, Store, StoreConfig, WatchPoll, WatcherId,
+};
+use corekv_raft::{
+    Config as RaftConfig, Entry, EntryKind, HardState, LogIndex, MemberId, Proposed, RawNode,
+    ReadState, Ready, RestartState, Role, Snapshot, SnapshotMeta, Term,
+};
+use corekv_wal::{
+    GlommioDisk, SnapshotStore, Wal, WalConfig, WalError, WalRecord, SNAPSHOTS_KEPT_DEFAULT,
+};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+
+use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver};
+use glommio::{GlommioError, ResourceType};
+
+use super::config::ServerConfig;
+use super::entry::{
+    decode_proposal, decode_snapshot_payload, encode_proposal, encode_snapshot_payload,
+    split_wal_entry, wal_entry_payload,
+};
+use super::mesh::{ClientRequest, Reply, ToShard};
+use crate::protocol::{Header, Request, Response, StatusResponse};
+
+/// The shard id of phase 1's only shard.
+pub const SHARD_ID: u64 = 0;
+/// Writes proposed in one Raft entry at most.
+pub const PROPOSAL_REQUESTS_MAX: usize = 4096;
+/// Bytes of encoded requests in one Raft entry at most.
+pub const PROPOSAL_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Events a watcher hands over per poll.
+pub const WATCH_EVENTS_PER_POLL: usize = 1000;
+/// Leases revoked per expiry check at most (etcd revokes in bounded batches too).
+pub const LEASE_REVOKES_PER_CHECK: usize = 1000;
+/// How often the leader looks for expired leases.
+pub const LEASE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// etcd's gRPC code for "unavailable".
+const CODE_UNAVAILABLE: u32 = 14;
+
+/// The ids a member answers with.
+#[derive(Clone, Copy, Debug)]
+pub struct Ids {
+    /// Cluster id.
+    pub cluster: u64,
+    /// This member's id.
+    pub member: u64,
+}
+
+/// Everything that wakes the driver.
+pub(crate) enum Event {
+    /// A batch from a connection core.
+    FromCore(ToShard),
+    /// The WAL write of Ready `number` finished.
+    Persisted {
+        number: u64,
+        result: std::result::Result<(), WalError>,
+    },
+    /// A heartbeat interval passed.
+    Tick,
+    /// A snapshot at `index` is durable and its marker is in the WAL.
+    SnapshotSaved {
+        index: LogIndex,
+        result: std::result::Result<(), WalError>,
+    },
+    /// SIGINT or SIGTERM: finish what is in flight and stop.
+    Shutdown,
+}
+
+/// Who is waiting for a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Client {
+    core: usize,
+    connection: u64,
+    request_id: u64,
+}
+
+impl Client {
+    fn of(request: &ClientRequest) -> Client {
+        Client {
+            core: request.core,
+            connection: request.connection,
+            request_id: request.request_id,
+        }
+    }
+}
+
+struct PendingProposal {
+    clients: Vec<Option<Client>>,
+    deadline: Instant,
+}
+
+struct WaitingRead {
+    request: ClientRequest,
+    deadline: Instant,
+}
+
+/// The shard driver's state, owned by the shard's executor.
+pub(crate) struct Shard {
+    config: Rc<ServerConfig>,
+    ids: Ids,
+    raft: RawNode,
+    store: Store,
+    wal: Rc<Wal<GlommioDisk>>,
+    snapshots: Rc<SnapshotStore<GlommioDisk>>,
+    events: Rc<LocalSender<Event>>,
+    /// Where replies go, one sender per core.
+    cores: Vec<ConnectedSender<Vec<Reply>>>,
+    /// Replies gathered this round, per core.
+    outgoing: Vec<Vec<Reply>>,
+    /// Replies a full core channel could not take yet, per core (sent first next time).
+    backlog: Vec<VecDeque<Vec<Reply>>>,
+    started: Instant,
+    /// Writes waiting to be proposed.
+    writes: Vec<ClientRequest>,
+    proposals: HashMap<u64, PendingProposal>,
+    next_proposal: u64,
+    /// Linearizable reads that have not asked for a read index yet.
+    reads: Vec<WaitingRead>,
+    /// Reads waiting for their read index, by read request id.
+    reads_in_flight: HashMap<u64, Vec<WaitingRead>>,
+    next_read: u64,
+    /// Reads whose index is known, waiting for the engine to apply it.
+    reads_ready: Vec<(LogIndex, Vec<WaitingRead>)>,
+    /// Ready numbers handed to the WAL, in order, with whether they are durable.
+    persisting: VecDeque<(u64, bool)>,
+    /// Index of the last entry handed to the WAL.
+    last_written: LogIndex,
+    applied: LogIndex,
+    snapshot_index: LogIndex,
+    snapshot_in_flight: bool,
+    watchers: HashMap<WatcherId, Client>,
+    watchers_by_connection: HashMap<(usize, u64), Vec<WatcherId>>,
+    /// Watchers with events to poll that were skipped because their core was backed up.
+    watchers_deferred: HashSet<WatcherId>,
+    leases_revoking: HashSet<LeaseId>,
+    last_lease_check: Instant,
+    was_leader: bool,
+    /// Set when the WAL failed: the shard takes no more writes.
+    poisoned: Option<String>,
+    shutting_down: bool,
+}
+
+fn to_wal_term(term: Term) -> corekv_wal::Term {
+    corekv_wal::Term(term.0)
+}
+
+fn to_wal_index(index: LogIndex) -> corekv_wal::LogIndex {
+    corekv_wal::LogIndex(index.0)
+}
+
+/// Derives a member id from its peer URLs and the cluster token, as etcd derives one
+/// from the same inputs (our own hash, so the numbers differ from etcd's).
+pub fn derive_ids(config: &ServerConfig) -> Ids {
+    let mut peers = config.advertise_peer_urls.clone();
+    peers.sort();
+    let member = fnv1a(format!("{}|{}", peers.join(","), config.cluster_token).as_bytes()) | 1;
+    let cluster = fnv1a(format!("{member:016x}|{}", config.cluster_token).as_bytes()) | 1;
+    Ids { cluster, member }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash & (u64::MAX >> 1)
+}
+
+impl Shard {
+    /// Recovers the shard from its data directory (or creates it) and returns it ready
+    /// to run, with the WAL's flusher already spawned on this executor.
+    pub(crate) async fn open(
+        config: Rc<ServerConfig>,
+        events: Rc<LocalSender<Event>>,
+    ) -> Result<Shard> {
+        let ids = derive_ids(&config);
+        let disk = Rc::new(GlommioDisk);
+        let snap_dir = config.shard_snap_dir(SHARD_ID);
+        let snapshots = Rc::new(SnapshotStore::new(
+            disk.clone(),
+            &snap_dir,
+            SNAPSHOTS_KEPT_DEFAULT,
+        ));
+        let store_config = StoreConfig {
+            txn_ops_max: config.txn_ops_max,
+            lease_ttl_seconds_min: config.lease_ttl_seconds_min(),
+        };
+        let started = Instant::now();
+        let mut snapshot = None;
+        let mut store = Store::new(store_config);
+        if let Some(loaded) = snapshots
+            .load_newest()
+            .await
+            .with_context(|| format!("cannot load snapshots from {}", snap_dir.display()))?
+        {
+            let (conf_state, engine_bytes) = decode_snapshot_payload(loaded.data())
+                .with_context(|| format!("snapshot at index {} is corrupt", loaded.meta.index.0))?;
+            store = Store::decode_snapshot(engine_bytes, store_config, 0).with_context(|| {
+                format!("snapshot at index {} does not decode", loaded.meta.index.0)
+            })?;
+            snapshot = Some(Snapshot {
+                meta: SnapshotMeta {
+                    index: LogIndex(loaded.meta.index.0),
+                    term: Term(loaded.meta.term.0),
+                    conf_state,
+                },
+                // The bytes stay in the snapshot file; a follower that needs them is sent
+                // the file by the peer transport, not a copy held in Raft's memory.
+                data: Vec::new(),
+            });
+        }
+        let snapshot_index = snapshot.as_ref().map_or(LogIndex(0), |s| s.meta.index);
+        let wal_dir = config.shard_wal_dir(SHARD_ID);
+        let wal_config = WalConfig {
+            shard_id: corekv_wal::ShardId(SHARD_ID),
+            ..WalConfig::default()
+        };
+        let (wal, flusher, recovered) =
+            Wal::open(disk, &wal_dir, wal_config, to_wal_index(snapshot_index))
+                .await
+                .with_context(|| format!("cannot recover the WAL in {}", wal_dir.display()))?;
+        glommio::spawn_local(flusher.run()).detach();
+        if let Some(torn) = &recovered.torn_tail {
+            eprintln!("corekv: recovered the WAL after cutting a torn tail: {torn:?}");
+        }
+        let wal = Rc::new(wal);
+        let mut raft_config = RaftConfig::new(
+            MemberId(ids.member),
+            ids.member ^ started.elapsed().as_nanos() as u64,
+        );
+        raft_config.election_tick = config.election_ticks();
+        raft_config.heartbeat_tick = 1;
+        let me = MemberId(ids.member);
+        let fresh = recovered.metadata.is_none() && snapshot.is_none();
+        let (raft, last_written) = if fresh {
+            let metadata = corekv_wal::Metadata {
+                cluster_id: corekv_wal::ClusterId(ids.cluster),
+                member_id: corekv_wal::MemberId(ids.member),
+                shard_id: corekv_wal::ShardId(SHARD_ID),
+            };
+            wal.append(&[WalRecord::Metadata(metadata)])
+                .await
+                .context("cannot write the WAL")?;
+            (RawNode::bootstrap(raft_config, &[me]), LogIndex(0))
+        } else {
+            if let Some(metadata) = recovered.metadata {
+                if metadata.member_id.0 != ids.member {
+                    bail!(
+                        "data dir {} belongs to member {:x}, but these flags make member {:x}",
+                        config.data_dir.display(),
+                        metadata.member_id.0,
+                        ids.member
+                    );
+                }
+            }
+            let hard_state = recovered
+                .hard_state
+                .map_or(HardState::default(), |h| HardState {
+                    term: Term(h.term.0),
+                    vote: (h.vote.0 != 0).then_some(MemberId(h.vote.0)),
+                    commit: LogIndex(h.commit.0),
+                });
+            let mut entries = Vec::with_capacity(recovered.entries.len());
+            for entry in &recovered.entries {
+                let (kind, data) = split_wal_entry(&entry.data)
+                    .with_context(|| format!("WAL entry {} is corrupt", entry.index.0))?;
+                entries.push(Entry {
+                    term: Term(entry.term.0),
+                    index: LogIndex(entry.index.0),
+                    kind,
+                    data: data.to_vec(),
+                });
+            }
+            let last = entries.last().map_or(snapshot_index, |e: &Entry| e.index);
+            let state = RestartState {
+                hard_state,
+                snapshot,
+                entries,
+                applied: snapshot_index,
+            };
+            (
+                RawNode::restart(raft_config, state).context("cannot restart Raft from the WAL")?,
+                last,
+            )
+        };
+        store.lease_demote();
+        let mut shard = Shard {
+            config,
+            ids,
+            raft,
+            store,
+            wal,
+            snapshots,
+            events,
+            cores: Vec::new(),
+            outgoing: Vec::new(),
+            backlog: Vec::new(),
+            started,
+            writes: Vec::new(),
+            proposals: HashMap::new(),
+            next_proposal: 1,
+            reads: Vec::new(),
+            reads_in_flight: HashMap::new(),
+            next_read: 1,
+            reads_ready: Vec::new(),
+            persisting: VecDeque::new(),
+            last_written,
+            applied: snapshot_index,
+            snapshot_index,
+            snapshot_in_flight: false,
+            watchers: HashMap::new(),
+            watchers_by_connection: HashMap::new(),
+            watchers_deferred: HashSet::new(),
+            leases_revoking: HashSet::new(),
+            last_lease_check: started,
+            was_leader: false,
+            poisoned: None,
+            shutting_down: false,
+        };
+        // A member that is the only voter need not wait an election timeout.
+        if shard.raft.conf_state().voters == [me] {
+            shard.raft.campaign();
+        }
+        shard.process_readies();
+        Ok(shard)
+    }
+
+    /// Connects the reply channels to every core (after recovery, once the cores run).
+    pub(crate) fn attach_cores(&mut self, cores: Vec<ConnectedSender<Vec<Reply>>>) {
+        self.outgoing = (0..cores.len()).map(|_| Vec::new()).collect();
+        self.backlog = (0..cores.len()).map(|_| VecDeque::new()).collect();
+        self.cores = cores;
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn header(&self) -> Header {
+        Header {
+            cluster_id: self.ids.cluster,
+            member_id: self.ids.member,
+            revision: self.store.revision(),
+            raft_term: self.raft.term().0,
+        }
+    }
+
+    fn request_timeout(&self) -> Duration {
+        // etcd: 5 s plus two election timeouts.
+        Duration::from_secs(5) + 2 * self.config.election_timeout
+    }
+
+    fn reply(&mut self, client: Client, response: Response, completes: bool) {
+        self.outgoing[client.core].push(Reply {
+            connection: client.connection,
+            request_id: client.request_id,
+            response,
+            completes,
+        });
+    }
+
+    fn reply_error(&mut self, client: Client, code: u32, message: &str) {
+        self.reply(
+            client,
+            Response::Error {
+                code,
+                message: message.to_string(),
+            },
+            true,
+        );
+    }
+
+    /// Runs until shutdown. `inputs` are the receivers of every core's requests.
+    pub(crate) async fn run(mut self, events: LocalReceiver<Event>) -> Result<()> {
+        loop {
+            if self.has_more_work() {
+                // Watchers still catching up: do another round soon, after letting the
+                // executor's other tasks (WAL, forwarders) run.
+                futures_lite::future::yield_now().await;
+            } else {
+                let Some(event) = events.recv().await else {
+                    break;
+                };
+                self.handle(event);
+            }
+            // Take every event already queued before doing the round's work, so that
+            // one proposal and one read index serve everything that arrived meanwhile.
+            while let Some(Some(event)) = futures_lite::future::poll_once(events.recv()).await {
+                self.handle(event);
+            }
+            self.round();
+            self.flush_replies();
+            if self.shutting_down && self.persisting.is_empty() && self.proposals.is_empty() {
+                break;
+            }
+        }
+        // Let the last replies reach the cores.
+        for core in 0..self.cores.len() {
+            while let Some(batch) = self.backlog[core].pop_front() {
+                if self.cores[core].send(batch).await.is_err() {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a round has work left that no event will announce: deferred watchers on
+    /// cores that can take replies.
+    fn has_more_work(&self) -> bool {
+        self.watchers_deferred.iter().any(|watcher| {
+            self.watchers
+                .get(watcher)
+                .is_some_and(|client| self.backlog[client.core].is_empty())
+        })
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::FromCore(ToShard::Requests(requests)) => {
+                for request in requests {
+                    self.accept(request);
+                }
+            }
+            Event::FromCore(ToShard::Closed { core, connection }) => {
+                for watcher in self
+                    .watchers_by_connection
+                    .remove(&(core, connection))
+                    .unwrap_or_default()
+                {
+                    self.store.watch_cancel(watcher);
+                    self.watchers.remove(&watcher);
+                    self.watchers_deferred.remove(&watcher);
+                }
+            }
+            Event::Persisted { number, result } => {
+                if let Err(error) = result {
+                    self.poison(format!("WAL write failed: {error}"));
+                    return;
+                }
+                let slot = self
+                    .persisting
+                    .iter_mut()
+                    .find(|(n, _)| *n == number)
+                    .expect("shard: persisted a ready that was handed to the WAL");
+                slot.1 = true;
+                let mut last_done = None;
+                while let Some((n, true)) = self.persisting.front().copied() {
+                    self.persisting.pop_front();
+                    last_done = Some(n);
+                }
+                if let Some(n) = last_done {
+                    self.raft.on_persisted(n);
+                }
+            }
+            Event::Tick => {
+                self.raft.tick();
+                self.expire_requests();
+            }
+            Event::SnapshotSaved { index, result } => {
+                self.snapshot_in_flight = false;
+                match result {
+                    Ok(()) => {
+                        if index > self.raft.snapshot().map_or(LogIndex(0), |s| s.meta.index) {
+                            if let Err(error) = self.raft.compact(index, Vec::new()) {
+                                eprintln!(
+                                    "corekv: Raft log compaction at {} refused: {error}",
+                                    index.0
+                                );
+                            }
+                        }
+                        self.snapshot_index = index;
+                    }
+                    Err(error) => self.poison(format!("snapshot write failed: {error}")),
+                }
+            }
+            Event::Shutdown => self.shutting_down = true,
+        }
+    }
+
+    /// Routes one client request: writes wait for the next proposal, reads are served now
+    /// or after a read index, watch and lease-local requests are answered at once.
+    fn accept(&mut self, request: ClientRequest) {
+        let client = Client::of(&request);
+        if self.shutting_down {
+            self.reply_error(client, CODE_UNAVAILABLE, "etcdserver: server stopped");
+            return;
+        }
+        match &request.request {
+            Request::Put(_)
+            | Request::DeleteRange(_)
+            | Request::Txn(_)
+            | Request::Compact { .. }
+            | Request::LeaseGrant { .. }
+            | Request::LeaseRevoke { .. } => {
+                if let Some(reason) = &self.poisoned {
+                    let message = format!("corekv: shard stopped taking writes: {reason}");
+                    self.reply_error(client, CODE_UNAVAILABLE, &message);
+                } else {
+                    self.writes.push(request);
+                }
+            }
+            Request::Range(range) if range.serializable => {
+                let range = range.clone();
+                self.serve_read(client, &Request::Range(range));
+            }
+            Request::Range(_) => {
+                let deadline = Instant::now() + self.request_timeout();
+                self.reads.push(WaitingRead { request, deadline });
+            }
+            Request::LeaseKeepAlive { id } => {
+                let id = *id;
+                let ttl_seconds = if self.raft.role() == Role::Leader {
+                    self.store.lease_renew(id, self.now_ms()).unwrap_or(0)
+                } else {
+                    self.reply_error(client, CODE_UNAVAILABLE, "etcdserver: no leader");
+                    return;
+                };
+                let header = self.header();
+                self.reply(
+                    client,
+                    Response::LeaseKeepAlive {
+                        header,
+                        id,
+                        ttl_seconds,
+                    },
+                    true,
+                );
+            }
+            Request::LeaseTimeToLive { .. } | Request::LeaseLeases | Request::Status => {
+                let request = request.request.clone();
+                self.serve_read(client, &request);
+            }
+            Request::WatchCreate(watch) => {
+                let watcher = self.store.watch_create(watch.clone());
+                self.watchers.insert(watcher, client);
+                self.watchers_by_connection
+                    .entry((client.core, client.connection))
+                    .or_default()
+                    .push(watcher);
+                let header = self.header();
+                self.reply(client, Response::WatchCreated(header), true);
+            }
+            Request::WatchCancel { watch_id } => {
+                let key = (client.core, client.connection);
+                let found = self.watchers_by_connection.get(&key).and_then(|ids| {
+                    ids.iter().copied().find(|w| {
+                        self.watchers
+                            .get(w)
+                            .is_some_and(|c| c.request_id == *watch_id)
+                    })
+                });
+                let header = self.header();
+                if let Some(watcher) = found {
+                    self.store.watch_cancel(watcher);
+                    self.watchers.remove(&watcher);
+                    self.watchers_deferred.remove(&watcher);
+                    if let Some(ids) = self.watchers_by_connection.get_mut(&key) {
+                        ids.retain(|w| *w != watcher);
+                    }
+                    let watch_client = Client {
+                        request_id: *watch_id,
+                        ..client
+                    };
+                    let canceled = Response::WatchCanceled {
+                        header,
+                        compact_revision: Revision(0),
+                    };
+                    self.reply(watch_client, canceled, false);
+                }
+                let canceled = Response::WatchCanceled {
+                    header,
+                    compact_revision: Revision(0),
+                };
+                self.reply(client, canceled, true);
+            }
+            Request::WatchProgress => {
+                let key = (client.core, client.connection);
+                let synced = self.watchers_by_connection.get(&key).is_none_or(|ids| {
+                    ids.iter()
+                        .all(|w| self.store.watch_is_synced(*w).unwrap_or(true))
+                });
+                if synced {
+                    let header = self.header();
+                    self.reply(client, Response::WatchProgress(header), true);
+                } else {
+                    // etcd sends no progress while a watcher is catching up; the client
+                    // asks again later.
+                    let header = Header {
+                        revision: Revision(0),
+                        ..self.header()
+                    };
+                    self.reply(client, Response::WatchProgress(header), true);
+                }
+            }
+        }
+    }
+
+    /// Answers a read from the local engine.
+    fn serve_read(&mut self, client: Client, request: &Request) {
+        let header = self.header();
+        let response = match request {
+            Request::Range(range) => match self.store.range(range) {
+                Ok(response) => Response::Range(header, response),
+                Err(error) => engine_error(&error),
+            },
+            Request::LeaseTimeToLive { id, keys } => {
+                match self.store.lease_time_to_live(*id, self.now_ms(), *keys) {
+                    Ok(ttl) => Response::LeaseTimeToLive {
+                        header,
+                        id: *id,
+                        ttl_seconds: ttl.ttl_seconds,
+                        granted_ttl_seconds: ttl.granted_ttl_seconds,
+                        keys: ttl.keys,
+                    },
+                    // etcd answers an unknown lease with TTL -1, not an error.
+                    Err(_) => Response::LeaseTimeToLive {
+                        header,
+                        id: *id,
+                        ttl_seconds: -1,
+                        granted_ttl_seconds: 0,
+                        keys: Vec::new(),
+                    },
+                }
+            }
+            Request::LeaseLeases => Response::LeaseLeases(header, self.store.lease_ids()),
+            Request::Status => {
+                let status = self.raft.status();
+                Response::Status(StatusResponse {
+                    header,
+                    version: super::VERSION.to_string(),
+                    db_size: self.store.approximate_bytes() as u64,
+                    leader: self.raft.leader().map_or(0, |m| m.0),
+                    raft_index: status.last_index.0,
+                    raft_term: self.raft.term().0,
+                    raft_applied_index: self.applied.0,
+                })
+            }
+            other => unreachable!("shard: {other:?} is not a read"),
+        };
+        self.reply(client, response, true);
+    }
+
+    /// The work after a burst of events: propose, ask for read indexes, handle readies,
+    /// serve reads whose index is applied, hand out watch events, expire leases.
+    fn round(&mut self) {
+        self.propose_writes();
+        self.request_read_index();
+        self.check_leases();
+        self.process_readies();
+        self.serve_applied_reads();
+        self.poll_watchers();
+    }
+
+    fn propose_writes(&mut self) {
+        if self.writes.is_empty() || self.raft.leader().is_none() {
+            // Without a leader writes wait (until their deadline) for one to appear.
+            return;
+        }
+        let writes = std::mem::take(&mut self.writes);
+        let mut start = 0;
+        while start < writes.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < writes.len()
+                && end - start < PROPOSAL_REQUESTS_MAX
+                && bytes < PROPOSAL_BYTES_MAX
+            {
+                bytes += request_size_hint(&writes[end].request);
+                end += 1;
+            }
+            let batch = &writes[start..end];
+            let clients = batch.iter().map(|r| Some(Client::of(r))).collect();
+            self.propose(batch.iter().map(|r| &r.request), clients);
+            start = end;
+        }
+    }
+
+    fn propose<'a>(
+        &mut self,
+        requests: impl ExactSizeIterator<Item = &'a Request>,
+        clients: Vec<Option<Client>>,
+    ) {
+        let proposal_id = self.next_proposal;
+        self.next_proposal += 1;
+        let data = encode_proposal(self.ids.member, proposal_id, requests);
+        match self.raft.propose(data) {
+            Ok(Proposed::Appended { .. } | Proposed::Forwarded { .. }) => {
+                let deadline = Instant::now() + self.request_timeout();
+                self.proposals
+                    .insert(proposal_id, PendingProposal { clients, deadline });
+            }
+            Err(error) => {
+                let message = error.to_string();
+                for client in clients.into_iter().flatten() {
+                    self.reply_error(client, CODE_UNAVAILABLE, &message);
+                }
+            }
+        }
+    }
+
+    fn request_read_index(&mut self) {
+        if self.reads.is_empty() || self.raft.leader().is_none() {
+            return;
+        }
+        let id = self.next_read;
+        self.next_read += 1;
+        match self.raft.read_index(id) {
+            Ok(()) => {
+                let reads = std::mem::take(&mut self.reads);
+                self.reads_in_flight.insert(id, reads);
+            }
+            Err(error) => {
+                let message = error.to_string();
+                for read in std::mem::take(&mut self.reads) {
+                    self.reply_error(Client::of(&read.request), CODE_UNAVAILABLE, &message);
+                }
+            }
+        }
+    }
+
+    fn check_leases(&mut self) {
+        if self.raft.role() != Role::Leader
+            || self.last_lease_check.elapsed() < LEASE_CHECK_INTERVAL
+        {
+            return;
+        }
+        self.last_lease_check = Instant::now();
+        let expired: Vec<Request> = self
+            .store
+            .lease_expired(self.now_ms(), LEASE_REVOKES_PER_CHECK)
+            .into_iter()
+            .filter(|id| self.leases_revoking.insert(*id))
+            .map(|id| Request::LeaseRevoke { id })
+            .collect();
+        if !expired.is_empty() {
+            let clients = vec![None; expired.len()];
+            self.propose(expired.iter(), clients);
+        }
+    }
+
+    fn process_readies(&mut self) {
+        while self.raft.has_ready() {
+            let ready = self.raft.ready();
+            self.handle_ready(ready);
+        }
+    }
+
+    fn handle_ready(&mut self, ready: Ready) {
+        if ready.soft_state.is_some() {
+            let leader = self.raft.role() == Role::Leader;
+            if leader && !self.was_leader {
+                let extend = self.config.election_timeout.as_millis() as u64;
+                self.store.lease_promote(self.now_ms(), extend);
+            } else if !leader && self.was_leader {
+                self.store.lease_demote();
+                self.leases_revoking.clear();
+            }
+            self.was_leader = leader;
+        }
+        // Messages go out now; a one-member group has no peers, and the peer transport
+        // arrives with clustering.
+        debug_assert!(ready.messages.is_empty() || self.raft.conf_state().voters.len() > 1);
+        if ready.snapshot.is_some() {
+            // Receiving a snapshot needs the peer transport; a single member never does.
+            self.poison("received a Raft snapshot, which needs the peer transport".to_string());
+        }
+        if ready.must_persist() {
+            self.persist(&ready);
+        } else {
+            self.persisting.push_back((ready.number, true));
+            let mut last_done = None;
+            while let Some((n, true)) = self.persisting.front().copied() {
+                self.persisting.pop_front();
+                last_done = Some(n);
+            }
+            if let Some(n) = last_done {
+                self.raft.on_persisted(n);
+            }
+        }
+        for entry in ready.committed_entries {
+            self.apply(entry);
+        }
+        for read in ready.read_states {
+            self.read_state(read);
+        }
+        self.maybe_snapshot();
+    }
+
+    /// Hands a Ready's entries and hard state to the WAL as one atomic append.
+    fn persist(&mut self, ready: &Ready) {
+        let mut payloads: Vec<(corekv_wal::LogIndex, corekv_wal::Term, Vec<u8>)> =
+            Vec::with_capacity(ready.entries.len());
+        let mut truncate_from = None;
+        if let Some(first) = ready.entries.first() {
+            if first.index <= self.last_written {
+                truncate_from = Some(first.index);
+            }
+        }
+        for entry in &ready.entries {
+            payloads.push((
+                to_wal_index(entry.index),
+                to_wal_term(entry.term),
+                wal_entry_payload(entry.kind, &entry.data),
+            ));
+        }
+        if let Some(last) = ready.entries.last() {
+            self.last_written = last.index;
+        }
+        let hard_state = ready.hard_state.map(|h| corekv_wal::HardState {
+            term: to_wal_term(h.term),
+            vote: corekv_wal::MemberId(h.vote.map_or(0, |m| m.0)),
+            commit: to_wal_index(h.commit),
+        });
+        let number = ready.number;
+        self.persisting.push_back((number, false));
+        let wal = self.wal.clone();
+        let events = self.events.clone();
+        glommio::spawn_local(async move {
+            let mut records = Vec::with_capacity(payloads.len() + 2);
+            if let Some(from) = truncate_from {
+                records.push(WalRecord::TruncateSuffix {
+                    from: to_wal_index(from),
+                });
+            }
+            for (index, term, data) in &payloads {
+                records.push(WalRecord::Entry {
+                    index: *index,
+                    term: *term,
+                    data,
+                });
+            }
+            if let Some(hard_state) = hard_state {
+                records.push(WalRecord::HardState(hard_state));
+            }
+            let result = wal.append(&records).await;
+            let _ = events.send(Event::Persisted { number, result }).await;
+        })
+        .detach();
+    }
+
+    /// Applies one committed entry and answers the clients waiting for it.
+    fn apply(&mut self, entry: Entry) {
+        assert!(
+            entry.index > self.applied,
+            "shard: entries are applied in order, once"
+        );
+        self.applied = entry.index;
+        if entry.kind != EntryKind::Normal || entry.data.is_empty() {
+            // Membership changes take effect inside Raft; the no-op a new leader appends
+            // carries nothing.
+            return;
+        }
+        let proposal = match decode_proposal(&entry.data) {
+            Ok(proposal) => proposal,
+            Err(error) => {
+                // Every member would fail the same way; stopping is the only safe answer.
+                self.poison(format!(
+                    "committed entry {} does not decode: {error:#}",
+                    entry.index.0
+                ));
+                return;
+            }
+        };
+        let pending = if proposal.origin == self.ids.member {
+            self.proposals.remove(&proposal.proposal_id)
+        } else {
+            None
+        };
+        let mut clients = pending.map(|p| p.clients).unwrap_or_default().into_iter();
+        for request in &proposal.requests {
+            let response = self.apply_request(request);
+            if let Some(Some(client)) = clients.next() {
+                self.reply(client, response, true);
+            }
+        }
+    }
+
+    fn apply_request(&mut self, request: &Request) -> Response {
+        let header_at = |shard: &Shard, revision: Revision| Header {
+            revision,
+            ..shard.header()
+        };
+        match request {
+            Request::Put(put) => match self.store.put(put) {
+                Ok(applied) => Response::Put(header_at(self, applied.revision), applied.response),
+                Err(error) => engine_error(&error),
+            },
+            Request::DeleteRange(delete) => match self.store.delete_range(delete) {
+                Ok(applied) => {
+                    Response::DeleteRange(header_at(self, applied.revision), applied.response)
+                }
+                Err(error) => engine_error(&error),
+            },
+            Request::Txn(txn) => match self.store.txn(txn) {
+                Ok(applied) => Response::Txn(header_at(self, applied.revision), applied.response),
+                Err(error) => engine_error(&error),
+            },
+            Request::Compact { revision, .. } => match self.store.compact(*revision) {
+                Ok(current) => Response::Compact(header_at(self, current)),
+                Err(error) => engine_error(&error),
+            },
+            Request::LeaseGrant { id, ttl_seconds } => {
+                match self.store.lease_grant(*id, *ttl_seconds, self.now_ms()) {
+                    Ok(grant) => Response::LeaseGrant {
+                        header: self.header(),
+                        id: grant.id,
+                        ttl_seconds: grant.ttl_seconds,
+                    },
+                    Err(error) => engine_error(&error),
+                }
+            }
+            Request::LeaseRevoke { id } => {
+                self.leases_revoking.remove(id);
+                match self.store.lease_revoke(*id) {
+                    Ok(revision) => Response::LeaseRevoke(header_at(self, revision)),
+                    Err(error) => engine_error(&error),
+                }
+            }
+            other => Response::Error {
+                code: 3,
+                message: format!("corekv: {other:?} is not a write and was not applied"),
+            },
+        }
+    }
+
+    fn read_state(&mut self, read: ReadState) {
+        if let Some(reads) = self.reads_in_flight.remove(&read.request) {
+            self.reads_ready.push((read.index, reads));
+        }
+    }
+
+    fn serve_applied_reads(&mut self) {
+        if self.reads_ready.is_empty() {
+            return;
+        }
+        let applied = self.applied;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_ready)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.reads_ready = waiting;
+        for (_, reads) in ready {
+            for read in reads {
+                let client = Client::of(&read.request);
+                self.serve_read(client, &read.request.request);
+            }
+        }
+    }
+
+    fn poll_watchers(&mut self) {
+        let mut ready = self.store.watch_ready();
+        ready.extend(self.watchers_deferred.drain());
+        ready.sort_unstable();
+        ready.dedup();
+        for watcher in ready {
+            let Some(client) = self.watchers.get(&watcher).copied() else {
+                continue;
+            };
+            if !self.backlog[client.core].is_empty() {
+                // The core is not keeping up: leave the events in the engine (bounded
+                // per watcher) instead of piling them up here.
+                self.watchers_deferred.insert(watcher);
+                continue;
+            }
+            match self.store.watch_poll(watcher, WATCH_EVENTS_PER_POLL) {
+                Some(WatchPoll::Events(events)) if events.is_empty() => {}
+                Some(WatchPoll::Events(events)) => {
+                    let header = self.header();
+                    self.reply(client, Response::WatchEvents(header, events), false);
+                    if !self.store.watch_is_synced(watcher).unwrap_or(true) {
+                        self.watchers_deferred.insert(watcher);
+                    }
+                }
+                Some(WatchPoll::Compacted { compact_revision }) => {
+                    let header = self.header();
+                    self.reply(
+                        client,
+                        Response::WatchCanceled {
+                            header,
+                            compact_revision,
+                        },
+                        false,
+                    );
+                    self.watchers.remove(&watcher);
+                    if let Some(ids) = self
+                        .watchers_by_connection
+                        .get_mut(&(client.core, client.connection))
+                    {
+                        ids.retain(|w| *w != watcher);
+                    }
+                }
+                None => {
+                    self.watchers.remove(&watcher);
+                }
+            }
+        }
+    }
+
+    fn maybe_snapshot(&mut self) {
+        if self.snapshot_in_flight
+            || self.applied.0 < self.snapshot_index.0 + self.config.snapshot_count
+        {
+            return;
+        }
+        let index = self.applied;
+        let Some(term) = self.raft.log_term(index) else {
+            return;
+        };
+        self.snapshot_in_flight = true;
+        let payload =
+            encode_snapshot_payload(self.raft.conf_state(), &self.store.encode_snapshot());
+        let snapshots = self.snapshots.clone();
+        let wal = self.wal.clone();
+        let events = self.events.clone();
+        glommio::spawn_local(async move {
+            let result = async {
+                snapshots
+                    .save(to_wal_index(index), to_wal_term(term), &payload)
+                    .await?;
+                let marker = corekv_wal::SnapshotMarker {
+                    index: to_wal_index(index),
+                    term: to_wal_term(term),
+                };
+                wal.record_snapshot(marker).await?;
+                Ok(())
+            }
+            .await;
+            let _ = events.send(Event::SnapshotSaved { index, result }).await;
+        })
+        .detach();
+    }
+
+    fn expire_requests(&mut self) {
+        let now = Instant::now();
+        let timed_out = "etcdserver: request timed out";
+        let expired: Vec<u64> = self
+            .proposals
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let pending = self.proposals.remove(&id).expect("listed above");
+            for client in pending.clients.into_iter().flatten() {
+                self.reply_error(client, CODE_UNAVAILABLE, timed_out);
+            }
+        }
+        let no_leader = self.raft.leader().is_none();
+        let message = if no_leader {
+            "etcdserver: no leader"
+        } else {
+            timed_out
+        };
+        let writes = std::mem::take(&mut self.writes);
+        let reads = std::mem::take(&mut self.reads);
+        let write_deadline = self.request_timeout();
+        for write in writes {
+            // Writes wait at most one request timeout for a leader.
+            let waited = write.received.elapsed();
+            if waited >= write_deadline {
+                self.reply_error(Client::of(&write), CODE_UNAVAILABLE, message);
+            } else {
+                self.writes.push(write);
+            }
+        }
+        for read in reads {
+            if read.deadline <= now {
+                self.reply_error(Client::of(&read.request), CODE_UNAVAILABLE, message);
+            } else {
+                self.reads.push(read);
+            }
+        }
+        let in_flight: Vec<u64> = self.reads_in_flight.keys().copied().collect();
+        for id in in_flight {
+            let reads = self.reads_in_flight.remove(&id).expect("listed above");
+            let (expired, alive): (Vec<_>, Vec<_>) =
+                reads.into_iter().partition(|r| r.deadline <= now);
+            for read in expired {
+                self.reply_error(Client::of(&read.request), CODE_UNAVAILABLE, timed_out);
+            }
+            if !alive.is_empty() {
+                self.reads_in_flight.insert(id, alive);
+            }
+        }
+    }
+
+    fn poison(&mut self, reason: String) {
+        if self.poisoned.is_none() {
+            eprintln!("corekv: {reason}; this member no longer accepts writes");
+            self.poisoned = Some(reason.clone());
+        }
+        let message = format!("corekv: shard stopped taking writes: {reason}");
+        for write in std::mem::take(&mut self.writes) {
+            self.reply_error(Client::of(&write), CODE_UNAVAILABLE, &message);
+        }
+        let proposals: Vec<u64> = self.proposals.keys().copied().collect();
+        for id in proposals {
+            let pending = self.proposals.remove(&id).expect("listed above");
+            for client in pending.clients.into_iter().flatten() {
+                self.reply_error(client, CODE_UNAVAILABLE, &message);
+            }
+        }
+        self.persisting.clear();
+    }
+
+    /// Sends this round's replies, one batch per core; a core whose channel is full
+    /// keeps its batches in the backlog, sent first next time.
+    fn flush_replies(&mut self) {
+        for core in 0..self.cores.len() {
+            let batch = std::mem::take(&mut self.outgoing[core]);
+            if !batch.is_empty() {
+                self.backlog[core].push_back(batch);
+            }
+            while let Some(batch) = self.backlog[core].pop_front() {
+                match self.cores[core].try_send(batch) {
+                    Ok(()) => {}
+                    Err(GlommioError::WouldBlock(ResourceType::Channel(batch))) => {
+                        // Retried on the next event; the heartbeat tick guarantees one soon.
+                        self.backlog[core].push_front(batch);
+                        break;
+                    }
+                    // The core is gone (shutdown): its connections are closed anyway.
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The error response for an engine error: etcd's code and message.
+pub(crate) fn engine_error(error: &EngineError) -> Response {
+    Response::Error {
+        code: error.grpc_code() as u32,
+        message: error.to_string(),
+    }
+}
+
+fn request_size_hint(request: &Request) -> usize {
+    match request {
+        Request::Put(put) => put.key.len() + put.value.len() + 32,
+        _ => 256,
+    }
+}
+
+/// Forwards one core's requests into the shard's event queue.
+pub(crate) async fn forward(from: SharedReceiver<ToShard>, events: Rc<LocalSender<Event>>) {
+    let from = from.connect().await;
+    while let Some(batch) = from.recv().await {
+        if events.send(Event::FromCore(batch)).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// A bounded event queue for the shard.
+pub(crate) fn event_queue() -> (LocalSender<Event>, LocalReceiver<Event>) {
+    local_channel::new_bounded(65_536)
+}
