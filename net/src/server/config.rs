@@ -263,7 +263,7 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("default.etcd"));
         assert_eq!(
             config.binary_addresses,
-            vec!["127.0.0.1:2378".parse().unwrap()]
+            vec!["127.0.0.1:2378".parse::<SocketAddr>().unwrap()]
         );
         assert_eq!(config.snapshot_count, 10_000);
         assert_eq!(config.election_ticks(), 10);
@@ -284,7 +284,7 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("n1.etcd"));
         assert_eq!(
             config.binary_addresses,
-            vec!["127.0.0.1:3000".parse().unwrap()]
+            vec!["127.0.0.1:3000".parse::<SocketAddr>().unwrap()]
         );
         assert_eq!(config.cores, 1);
     }
