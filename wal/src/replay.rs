@@ -11,7 +11,8 @@
 //! - Entry indexes: an entry with index `last + 1` extends the log; an entry with index
 //!   `<= last` means a Raft suffix truncation happened, so every entry `>= index` is
 //!   dropped and the later record wins; an entry with index `> last + 1` is a gap and an
-//!   error. A `TruncateSuffix { from }` record drops every entry `>= from`.
+//!   error. A `TruncateSuffix { from }` record drops every entry `>= from`. A snapshot
+//!   marker past the last entry drops every entry; the log continues after the snapshot.
 //!
 //! This module is pure: it reads byte slices and never does IO.
 
@@ -85,7 +86,15 @@ impl Tracker {
             WalRecord::TruncateSuffix { from } => self.truncate(from.0),
             WalRecord::HardState(hard_state) => self.hard_state = Some(*hard_state),
             WalRecord::Metadata(metadata) => self.metadata = Some(*metadata),
-            WalRecord::SnapshotMarker(marker) => self.snapshot = Some(*marker),
+            WalRecord::SnapshotMarker(marker) => {
+                // A snapshot past the end of the log (one installed from the leader, Raft
+                // thesis 5.3) replaces the log: it continues right after the snapshot.
+                if self.last.is_none_or(|last| marker.index.0 > last) {
+                    self.first = Some(marker.index.0 + 1);
+                    self.last = Some(marker.index.0);
+                }
+                self.snapshot = Some(*marker);
+            }
         }
     }
 
@@ -131,6 +140,14 @@ impl LogState {
                     return Err(corrupt(path, offset, "entry with index 0".into()));
                 }
                 match self.tracker.placement(index.0) {
+                    // Everything up to `replay_from` is covered by the caller's snapshot, so
+                    // a jump that lands at or before `replay_from + 1` loses nothing: the log
+                    // was continued after a snapshot installed past its end.
+                    EntryPlacement::Gap { .. } if index.0 <= self.replay_from + 1 => {
+                        self.tracker.first = None;
+                        self.tracker.last = None;
+                        None
+                    }
                     EntryPlacement::Gap { expected_max } => {
                         return Err(WalError::EntryGap {
                             path: path.to_path_buf(),
@@ -144,6 +161,11 @@ impl LogState {
                 }
             }
             WalRecord::TruncateSuffix { from } => Some(from.0),
+            WalRecord::SnapshotMarker(marker)
+                if self.tracker.last.is_none_or(|last| marker.index.0 > last) =>
+            {
+                Some(0)
+            }
             _ => None,
         };
         if let Some(from) = truncate_from {

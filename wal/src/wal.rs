@@ -368,7 +368,9 @@ impl<D: Disk> Wal<D> {
     /// `> replay_from` (the index of the snapshot the caller loaded, or 0).
     ///
     /// A torn tail of the last segment is zeroed and synced before this returns, so the
-    /// recovered prefix is durable and the next batch never lands after garbage.
+    /// recovered prefix is durable and the next batch never lands after garbage. If the
+    /// log ends before `replay_from`, it continues right after it (`last_index` is
+    /// `replay_from`).
     pub async fn open(
         disk: Rc<D>,
         dir: impl Into<PathBuf>,
@@ -421,6 +423,12 @@ impl<D: Disk> Wal<D> {
             }
         }
         state.check_start()?;
+        // The caller's snapshot is past the end of the log (installed from the leader, and
+        // the crash came before its marker reached the log): continue after the snapshot.
+        if replay_from.0 > 0 && state.tracker.last.is_none_or(|last| last < replay_from.0) {
+            state.tracker.first = Some(replay_from.0 + 1);
+            state.tracker.last = Some(replay_from.0);
+        }
 
         let mut file = None;
         let (pending_segment, pending_base, pending_first_index) =
@@ -818,13 +826,9 @@ impl<D: Disk> Flusher<D> {
                 (shared.dir.clone(), shared.config.segment_bytes)
             };
             let path = dir.join(segment_name(batch.segment, batch.segment_first_index));
-            let prepared = {
-                let mut slot = self.prepared.borrow_mut();
-                if let Some(waker) = slot.preparer.take() {
-                    waker.wake();
-                }
-                slot.file.take()
-            };
+            // The preparer is woken only after the rename below: until then the prepared
+            // name still refers to this file.
+            let prepared = self.prepared.borrow_mut().file.take();
             let file = match prepared {
                 Some(file) => {
                     self.disk
@@ -840,6 +844,9 @@ impl<D: Disk> Flusher<D> {
                         .map_err(|error| ("create segment", error))?
                 }
             };
+            if let Some(waker) = self.prepared.borrow_mut().preparer.take() {
+                waker.wake();
+            }
             self.disk
                 .sync_dir(&dir)
                 .await

@@ -58,6 +58,7 @@ fn script() -> Vec<Step> {
             payload: 10,
         },
         Step::Conflict { back: 1 },
+        Step::InstallSnapshot { ahead: 3 },
         Step::Entries {
             appenders: 40,
             payload: 300,
@@ -139,6 +140,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         1 => (0u64..6).prop_map(|back| Step::Conflict { back }),
         1 => (0u64..6).prop_map(|back| Step::Truncate { back }),
         1 => Just(Step::Snapshot),
+        1 => (1u64..5).prop_map(|ahead| Step::InstallSnapshot { ahead }),
     ]
 }
 

@@ -494,6 +494,50 @@ fn release_before_snapshot() {
     }
 }
 
+/// A snapshot marker past the end of the log (a snapshot installed from the leader)
+/// repositions the log: the next entry follows the snapshot, before ones are gone.
+#[test]
+fn snapshot_past_the_log_end_repositions_the_log() {
+    let disk = SimDisk::new(15);
+    let config = small_config();
+    with_wal(&disk, &config, |wal, _| async move {
+        for index in 1..=3 {
+            wal.append(&[entry(index, b"old")]).await.expect("append");
+        }
+        wal.record_snapshot(SnapshotMarker {
+            index: LogIndex(10),
+            term: Term(3),
+        })
+        .await
+        .expect("install snapshot");
+        assert_eq!(wal.last_index(), Some(LogIndex(10)));
+        let gap = wal
+            .append(&[entry(12, b"gap")])
+            .await
+            .expect_err("gap after snapshot");
+        assert!(matches!(
+            gap,
+            WalError::NonContiguousAppend {
+                last: 10,
+                found: 12
+            }
+        ));
+        wal.append(&[entry(11, b"new")])
+            .await
+            .expect("entry after the snapshot");
+    });
+    let recovered = recover(&disk, &config, 10).expect("replay from the snapshot");
+    assert_eq!(indexes(&recovered), vec![11]);
+    assert_eq!(recovered.last_index, Some(LogIndex(11)));
+    assert!(matches!(
+        recover(&disk, &config, 0),
+        Err(WalError::MissingEntries {
+            first_available: 11,
+            ..
+        })
+    ));
+}
+
 fn save_snapshot(disk: &SimDisk, index: u64, data: Vec<u8>) -> Result<(), WalError> {
     let disk = Rc::new(disk.clone());
     SimExecutor::new()

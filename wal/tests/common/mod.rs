@@ -80,31 +80,56 @@ pub struct Submitted {
     pub acked: bool,
 }
 
-/// What the log must contain after a prefix of the submitted appends.
+/// What the log must contain after a prefix of the submitted appends. Mirrors the
+/// documented index rules (docs/wal-format.md, "Entry index rules").
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Model {
     pub entries: Vec<(u64, u64, Vec<u8>)>,
+    /// With no entries: the index the log is positioned after (a snapshot past the end).
+    pub base: Option<u64>,
     pub hard_state: Option<HardState>,
     pub metadata: Option<Metadata>,
     pub snapshot: Option<SnapshotMarker>,
 }
 
 impl Model {
+    fn first_of_run(&self) -> Option<u64> {
+        match self.entries.first() {
+            Some((index, _, _)) => Some(*index),
+            None => self.base.map(|base| base + 1),
+        }
+    }
+
     pub fn apply(&mut self, record: &Owned) {
         match record {
             Owned::Entry { index, term, data } => {
                 self.entries.retain(|(existing, _, _)| existing < index);
                 self.entries.push((*index, *term, data.clone()));
             }
-            Owned::Truncate(from) => self.entries.retain(|(existing, _, _)| existing < from),
+            Owned::Truncate(from) => {
+                if self.first_of_run().is_some_and(|first| *from <= first) {
+                    self.entries.clear();
+                    self.base = None;
+                }
+                self.entries.retain(|(existing, _, _)| existing < from);
+            }
             Owned::HardState(hard_state) => self.hard_state = Some(*hard_state),
             Owned::Metadata(metadata) => self.metadata = Some(*metadata),
-            Owned::Marker(marker) => self.snapshot = Some(*marker),
+            Owned::Marker(marker) => {
+                if self.last_index().is_none_or(|last| marker.index.0 > last) {
+                    self.entries.clear();
+                    self.base = Some(marker.index.0);
+                }
+                self.snapshot = Some(*marker);
+            }
         }
     }
 
     pub fn last_index(&self) -> Option<u64> {
-        self.entries.last().map(|(index, _, _)| *index)
+        match self.entries.last() {
+            Some((index, _, _)) => Some(*index),
+            None => self.base,
+        }
     }
 
     fn matches(&self, recovered: &Recovered, replay_from: u64) -> bool {
@@ -119,8 +144,13 @@ impl Model {
             .iter()
             .map(|entry| (entry.index.0, entry.term.0, entry.data.clone()))
             .collect();
+        let expected_last = match self.last_index() {
+            Some(last) if last >= replay_from => Some(last),
+            _ if replay_from > 0 => Some(replay_from),
+            last => last,
+        };
         expected == got
-            && recovered.last_index.map(|index| index.0) == self.last_index()
+            && recovered.last_index.map(|index| index.0) == expected_last
             && recovered.hard_state == self.hard_state
             && recovered.metadata == self.metadata
             && recovered.snapshot == self.snapshot
@@ -170,6 +200,9 @@ pub enum Step {
     Truncate { back: u64 },
     /// Saves a snapshot at the last index, records it in the WAL, releases segments.
     Snapshot,
+    /// Installs a snapshot `ahead` entries past the last index (as one received from the
+    /// leader): the log continues after it.
+    InstallSnapshot { ahead: u64 },
 }
 
 /// Joins futures, polling them in order (so their first polls happen in vector order).
@@ -324,9 +357,14 @@ pub fn run_script(disk: &SimDisk, config: &WalConfig, script: &[Step]) -> Vec<Su
                     })
                     .await
                 }
-                Step::Snapshot => {
+                Step::Snapshot | Step::InstallSnapshot { .. } => {
+                    let ahead = match step {
+                        Step::InstallSnapshot { ahead } => ahead,
+                        _ => 0,
+                    };
                     let (index, term) = {
-                        let state = state.borrow();
+                        let mut state = state.borrow_mut();
+                        state.last += ahead;
                         (state.last, state.term)
                     };
                     if index == 0 {
