@@ -46,7 +46,10 @@ pub use request::{
     RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
     TXN_OPS_MAX_DEFAULT,
 };
-pub use snapshot::{SnapshotData, SnapshotKey, SnapshotLease, SnapshotVersion};
+pub use snapshot::{
+    SnapshotHeader, SnapshotKey, SnapshotKeys, SnapshotLease, SnapshotTrailer, SnapshotVersion,
+    SnapshotWriter, SNAPSHOT_CHUNK_BYTES_DEFAULT,
+};
 pub use store::{Applied, HashKv, LeaseGrant, Store, StoreConfig};
 pub use types::{
     Event, EventKind, Key, KeyBytes, KeyValue, LeaseId, Revision, KEY_INLINE_BYTES_MAX,

@@ -1,14 +1,24 @@
-//! Snapshot of a whole store, encoded with rkyv, and its validated decoding.
+//! Snapshots of a whole store: encoded a chunk at a time with rkyv while writes go on,
+//! and decoded with every byte validated before use.
 //!
-//! Bytes: `magic "CKVSNAP\x01"` (8) | `payload_len u64 LE` | `crc32 u32 LE` of the payload |
-//! 4 zero bytes | payload (an rkyv archive of [`SnapshotData`], checked with bytecheck
-//! before use). The payload starts 24 bytes in, so a page-aligned mapping of the file is
-//! 8-byte aligned for rkyv.
+//! Bytes: `magic "CKVSNAP\x02"` (8), then chunks, each
+//! `kind u32 LE | payload_len u32 LE | crc32 u32 LE of the payload | 4 zero bytes | payload`,
+//! where the payload is an rkyv archive checked with bytecheck before use:
+//!
+//! * kind 1, once, first: [`SnapshotHeader`] (revision counters, leases);
+//! * kind 2, any number: [`SnapshotKeys`], keys in ascending order across chunks;
+//! * kind 3, once, last: [`SnapshotTrailer`] (the number of keys, so truncation shows).
+//!
+//! Taking a snapshot pins the store's revision ([`Store::snapshot_writer`]): compaction
+//! stays logical until [`Store::snapshot_finish`], so the versions the snapshot needs stay
+//! in memory, and writes made meanwhile (newer revisions) are left out. The node writes
+//! one chunk between rounds of work, so a snapshot never stalls writes for long, and
+//! never holds more than one chunk in memory besides the store.
 //!
 //! The snapshot holds replicated state only: versions retained by the compact revision,
-//! the revision counters, and the leases with their keys derived again from the versions
-//! on decode. Watchers and lease deadlines are node-local and are not included. The
-//! encoding is canonical: the same logical state gives the same bytes on every node.
+//! the revision counters, the leases (their keys are derived again from the versions on
+//! decode) and the lease id sequence. Watchers and lease deadlines are node-local. The
+//! encoding is canonical: the same logical state and chunk size give the same bytes.
 
 use rkyv::rancor;
 
@@ -16,24 +26,43 @@ use crate::error::{Error, Result};
 use crate::index::{Index, VersionRec};
 use crate::lease::LeaseTable;
 use crate::store::{Store, StoreConfig};
-use crate::types::LeaseId;
+use crate::types::{KeyBytes, LeaseId};
 
-const MAGIC: &[u8; 8] = b"CKVSNAP\x01";
-const HEADER_BYTES: usize = 24;
+const MAGIC: &[u8; 8] = b"CKVSNAP\x02";
+const CHUNK_HEADER_BYTES: usize = 16;
+const KIND_HEADER: u32 = 1;
+const KIND_KEYS: u32 = 2;
+const KIND_TRAILER: u32 = 3;
+/// Payload bytes a key chunk aims for (a chunk always holds at least one key).
+pub const SNAPSHOT_CHUNK_BYTES_DEFAULT: usize = 1 << 20;
+/// The largest chunk payload a decoder accepts.
+const CHUNK_BYTES_MAX: usize = 1 << 30;
 
-/// The archived form of a store.
+/// First chunk: everything but the keys.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq, Eq)]
-pub struct SnapshotData {
+pub struct SnapshotHeader {
     /// Current revision.
     pub current: i64,
     /// Compact revision (-1 if never compacted).
     pub compact: i64,
     /// Lease id sequence (for ids chosen by the store).
     pub lease_id_sequence: u64,
-    /// Every key with retained versions, in key order.
-    pub keys: Vec<SnapshotKey>,
     /// Every lease, in id order.
     pub leases: Vec<SnapshotLease>,
+}
+
+/// A chunk of keys.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq, Eq)]
+pub struct SnapshotKeys {
+    /// Keys in ascending order, each with its retained versions.
+    pub keys: Vec<SnapshotKey>,
+}
+
+/// Last chunk.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq, Eq)]
+pub struct SnapshotTrailer {
+    /// Number of keys in all key chunks.
+    pub key_count: u64,
 }
 
 /// One key and its retained versions, oldest first.
@@ -71,32 +100,97 @@ pub struct SnapshotLease {
     pub ttl_seconds: i64,
 }
 
+/// A snapshot being taken: where the next chunk starts.
+#[derive(Debug)]
+pub struct SnapshotWriter {
+    revision: i64,
+    compact: i64,
+    /// The header, encoded when the writer was made (leases change afterwards).
+    header: Option<SnapshotHeader>,
+    /// Resume after this key (None: from the first key).
+    after: Option<Vec<u8>>,
+    key_count: u64,
+    finished: bool,
+}
+
+impl SnapshotWriter {
+    /// The store revision the snapshot captures.
+    pub fn revision(&self) -> crate::types::Revision {
+        crate::types::Revision(self.revision)
+    }
+}
+
+fn push_chunk(out: &mut Vec<u8>, kind: u32, payload: &[u8]) {
+    out.extend_from_slice(&kind.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(payload);
+}
+
+/// Reads the chunk at `offset` into `aligned` (checking its length and checksum) and
+/// returns its kind and offset; None at the end of the bytes.
+fn next_chunk(
+    bytes: &[u8],
+    offset: &mut usize,
+    aligned: &mut rkyv::util::AlignedVec<16>,
+) -> Result<Option<(u32, usize)>> {
+    let corrupt = |what: String| Error::CorruptSnapshot(what);
+    if *offset == bytes.len() {
+        return Ok(None);
+    }
+    if bytes.len() - *offset < CHUNK_HEADER_BYTES {
+        return Err(corrupt(format!(
+            "chunk header at offset {offset} is cut short"
+        )));
+    }
+    let field = |at: usize| {
+        u32::from_le_bytes(
+            bytes[*offset + at..*offset + at + 4]
+                .try_into()
+                .expect("4 bytes"),
+        )
+    };
+    let (kind, length, crc) = (field(0), field(4) as usize, field(8));
+    let payload_at = *offset + CHUNK_HEADER_BYTES;
+    if length > CHUNK_BYTES_MAX || length > bytes.len() - payload_at {
+        let remain = bytes.len() - payload_at;
+        return Err(corrupt(format!(
+            "chunk at offset {offset} claims {length} bytes, {remain} remain"
+        )));
+    }
+    let payload = &bytes[payload_at..payload_at + length];
+    if crc32fast::hash(payload) != crc {
+        return Err(corrupt(format!(
+            "chunk at offset {offset}: checksum mismatch"
+        )));
+    }
+    aligned.clear();
+    aligned.extend_from_slice(payload);
+    let at = *offset;
+    *offset = payload_at + length;
+    Ok(Some((kind, at)))
+}
+
+fn archive<T>(value: &T) -> rkyv::util::AlignedVec
+where
+    T: for<'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            rkyv::util::AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rancor::Error,
+        >,
+    >,
+{
+    rkyv::to_bytes::<rancor::Error>(value).expect("snapshot: encoding into memory cannot fail")
+}
+
 impl Store {
-    /// Encodes the whole store (see the module docs for the byte layout).
-    pub fn encode_snapshot(&self) -> Vec<u8> {
-        let compact = self.compact;
-        let keys = self
-            .index
-            .iter()
-            .filter_map(|(key, record)| {
-                let versions: Vec<SnapshotVersion> = record
-                    .versions()
-                    .filter(|v| record.retained(v, compact))
-                    .map(|v| SnapshotVersion {
-                        main: v.main,
-                        sub: v.sub,
-                        create: v.create,
-                        version: v.version,
-                        lease: v.lease,
-                        value: v.value.to_vec(),
-                    })
-                    .collect();
-                (!versions.is_empty()).then(|| SnapshotKey {
-                    key: key.as_bytes().to_vec(),
-                    versions,
-                })
-            })
-            .collect();
+    /// Starts a snapshot of the current state: pins the revision (see the module docs)
+    /// and captures the leases. Feed it to [`Store::snapshot_next_chunk`] until that
+    /// returns false, then hand it back to [`Store::snapshot_finish`].
+    pub fn snapshot_writer(&mut self) -> SnapshotWriter {
+        let revision = self.pin().0;
         let leases = self
             .leases
             .iter()
@@ -105,116 +199,222 @@ impl Store {
                 ttl_seconds: lease.ttl_seconds,
             })
             .collect();
-        let data = SnapshotData {
+        let header = SnapshotHeader {
             current: self.current,
-            compact,
+            compact: self.compact,
             lease_id_sequence: self.leases.id_sequence(),
-            keys,
             leases,
         };
-        let payload = rkyv::to_bytes::<rancor::Error>(&data)
-            .expect("snapshot: encoding into memory cannot fail");
-        let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        bytes.extend_from_slice(&[0; 4]);
-        bytes.extend_from_slice(&payload);
-        bytes
+        SnapshotWriter {
+            revision,
+            compact: self.compact,
+            header: Some(header),
+            after: None,
+            key_count: 0,
+            finished: false,
+        }
     }
 
-    /// Validates and decodes a snapshot made by [`Store::encode_snapshot`]. Lease
-    /// deadlines start at a full TTL from `now_ms`.
+    /// Appends the next chunk (the magic and header first, then keys of about
+    /// `chunk_bytes` each, then the trailer) to `out`. Returns false once the trailer has
+    /// been written.
+    pub fn snapshot_next_chunk(
+        &self,
+        writer: &mut SnapshotWriter,
+        out: &mut Vec<u8>,
+        chunk_bytes: usize,
+    ) -> bool {
+        if writer.finished {
+            return false;
+        }
+        if let Some(header) = writer.header.take() {
+            out.extend_from_slice(MAGIC);
+            push_chunk(out, KIND_HEADER, &archive(&header));
+            return true;
+        }
+        let start: &[u8] = writer.after.as_deref().unwrap_or(&[]);
+        let mut keys = Vec::new();
+        let mut bytes = 0;
+        for (key, record) in self.index.range(start, &crate::index::RangeEnd::Unbounded) {
+            if writer.after.as_deref() == Some(key.as_bytes()) {
+                continue;
+            }
+            if bytes >= chunk_bytes && !keys.is_empty() {
+                break;
+            }
+            let versions: Vec<SnapshotVersion> = record
+                .versions()
+                .filter(|v| v.main <= writer.revision && record.retained(v, writer.compact))
+                .map(|v| SnapshotVersion {
+                    main: v.main,
+                    sub: v.sub,
+                    create: v.create,
+                    version: v.version,
+                    lease: v.lease,
+                    value: v.value.to_vec(),
+                })
+                .collect();
+            if versions.is_empty() {
+                continue;
+            }
+            bytes +=
+                key.as_bytes().len() + versions.iter().map(|v| v.value.len() + 48).sum::<usize>();
+            keys.push(SnapshotKey {
+                key: key.as_bytes().to_vec(),
+                versions,
+            });
+        }
+        if keys.is_empty() {
+            push_chunk(
+                out,
+                KIND_TRAILER,
+                &archive(&SnapshotTrailer {
+                    key_count: writer.key_count,
+                }),
+            );
+            writer.finished = true;
+            return true;
+        }
+        writer.key_count += keys.len() as u64;
+        writer.after = keys.last().map(|k| k.key.clone());
+        push_chunk(out, KIND_KEYS, &archive(&SnapshotKeys { keys }));
+        true
+    }
+
+    /// Ends a snapshot: releases the pin and runs any compaction it deferred.
+    pub fn snapshot_finish(&mut self, writer: SnapshotWriter) {
+        self.unpin(crate::types::Revision(writer.revision));
+    }
+
+    /// Encodes the whole store at once (tests, tools and small stores; the node uses the
+    /// chunked writer).
+    pub fn encode_snapshot(&mut self) -> Vec<u8> {
+        let mut writer = self.snapshot_writer();
+        let mut out = Vec::new();
+        while self.snapshot_next_chunk(&mut writer, &mut out, SNAPSHOT_CHUNK_BYTES_DEFAULT) {}
+        self.snapshot_finish(writer);
+        out
+    }
+
+    /// Validates and decodes a snapshot. Lease deadlines start at a full TTL from
+    /// `now_ms`.
     pub fn decode_snapshot(bytes: &[u8], config: StoreConfig, now_ms: u64) -> Result<Store> {
-        let corrupt = |what: &str| Error::CorruptSnapshot(what.to_string());
-        if bytes.len() < HEADER_BYTES {
-            return Err(corrupt("shorter than its header"));
-        }
-        if &bytes[..8] != MAGIC {
-            return Err(corrupt("bad magic"));
-        }
-        let payload_len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
-        if payload_len != (bytes.len() - HEADER_BYTES) as u64 {
-            return Err(corrupt(&format!(
-                "payload length {payload_len} but {} bytes follow the header",
-                bytes.len() - HEADER_BYTES
-            )));
-        }
-        let crc = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
-        let payload = &bytes[HEADER_BYTES..];
-        if crc32fast::hash(payload) != crc {
-            return Err(corrupt("payload checksum mismatch"));
-        }
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
-        aligned.extend_from_slice(payload);
-        let data: SnapshotData = rkyv::from_bytes::<SnapshotData, rancor::Error>(&aligned)
-            .map_err(|e| corrupt(&format!("archive does not validate: {e}")))?;
-        Store::from_snapshot_data(data, config, now_ms)
-    }
-
-    fn from_snapshot_data(data: SnapshotData, config: StoreConfig, now_ms: u64) -> Result<Store> {
         let corrupt = |what: String| Error::CorruptSnapshot(what);
+        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(corrupt("bad magic".to_string()));
+        }
+        let mut offset = MAGIC.len();
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        let archive_error = |at: usize, e: rancor::Error| {
+            corrupt(format!("chunk at offset {at} does not validate: {e}"))
+        };
+
+        let Some((KIND_HEADER, at)) = next_chunk(bytes, &mut offset, &mut aligned)? else {
+            return Err(corrupt("the first chunk is not the header".to_string()));
+        };
+        let header: SnapshotHeader = rkyv::from_bytes::<SnapshotHeader, rancor::Error>(&aligned)
+            .map_err(|e| archive_error(at, e))?;
         let mut index = Index::default();
         let mut leases = LeaseTable::new(config.lease_ttl_seconds_min);
-        leases.set_id_sequence(data.lease_id_sequence);
-        for lease in &data.leases {
+        leases.set_id_sequence(header.lease_id_sequence);
+        for lease in &header.leases {
             leases.restore(
                 LeaseId(lease.id),
                 lease.ttl_seconds,
-                data.lease_id_sequence,
+                header.lease_id_sequence,
                 now_ms,
             );
         }
-        let mut previous_key: Option<&[u8]> = None;
-        for entry in &data.keys {
-            if previous_key.is_some_and(|p| p >= entry.key.as_slice()) || entry.versions.is_empty()
-            {
-                return Err(corrupt(format!(
-                    "key {:?} out of order or without versions",
-                    String::from_utf8_lossy(&entry.key)
-                )));
-            }
-            previous_key = Some(&entry.key);
-            let mut last_main = i64::MIN;
-            for v in &entry.versions {
-                if v.main <= last_main || v.main > data.current {
-                    return Err(corrupt(format!(
-                        "key {:?}: bad revision {}",
-                        String::from_utf8_lossy(&entry.key),
-                        v.main
-                    )));
+        let mut previous_key: Option<Vec<u8>> = None;
+        let mut key_count = 0u64;
+        loop {
+            let Some((kind, at)) = next_chunk(bytes, &mut offset, &mut aligned)? else {
+                return Err(corrupt("the snapshot ends without its trailer".to_string()));
+            };
+            match kind {
+                KIND_KEYS => {
+                    let chunk: SnapshotKeys =
+                        rkyv::from_bytes::<SnapshotKeys, rancor::Error>(&aligned)
+                            .map_err(|e| archive_error(at, e))?;
+                    for entry in chunk.keys {
+                        let name = String::from_utf8_lossy(&entry.key).into_owned();
+                        let ordered = previous_key
+                            .as_deref()
+                            .is_none_or(|p| KeyBytes::new(p) < KeyBytes::new(&entry.key));
+                        if !ordered || entry.versions.is_empty() {
+                            return Err(corrupt(format!(
+                                "key {name:?} out of order or without versions"
+                            )));
+                        }
+                        let mut last_main = i64::MIN;
+                        for v in &entry.versions {
+                            if v.main <= last_main || v.main > header.current {
+                                return Err(corrupt(format!(
+                                    "key {name:?}: bad revision {}",
+                                    v.main
+                                )));
+                            }
+                            last_main = v.main;
+                        }
+                        let latest = entry.versions.last().expect("checked non-empty");
+                        if latest.version != 0 && latest.lease != 0 {
+                            if !leases.contains(LeaseId(latest.lease)) {
+                                return Err(corrupt(format!(
+                                    "key {name:?} attached to missing lease {:x}",
+                                    latest.lease
+                                )));
+                            }
+                            leases.attach(LeaseId(latest.lease), &entry.key);
+                        }
+                        for v in entry.versions {
+                            let value = v.value.into_boxed_slice();
+                            index.push(
+                                &entry.key,
+                                VersionRec {
+                                    main: v.main,
+                                    sub: v.sub,
+                                    create: v.create,
+                                    version: v.version,
+                                    lease: v.lease,
+                                    value,
+                                },
+                            );
+                        }
+                        key_count += 1;
+                        previous_key = Some(entry.key);
+                    }
                 }
-                last_main = v.main;
-                index.push(
-                    &entry.key,
-                    VersionRec {
-                        main: v.main,
-                        sub: v.sub,
-                        create: v.create,
-                        version: v.version,
-                        lease: v.lease,
-                        value: v.value.as_slice().into(),
-                    },
-                );
-            }
-            let latest = entry.versions.last().expect("checked non-empty");
-            if latest.version != 0 && latest.lease != 0 {
-                if !leases.contains(LeaseId(latest.lease)) {
-                    return Err(corrupt(format!(
-                        "key {:?} attached to missing lease {:x}",
-                        String::from_utf8_lossy(&entry.key),
-                        latest.lease
-                    )));
+                KIND_TRAILER => {
+                    let trailer: SnapshotTrailer =
+                        rkyv::from_bytes::<SnapshotTrailer, rancor::Error>(&aligned)
+                            .map_err(|e| archive_error(at, e))?;
+                    if trailer.key_count != key_count {
+                        return Err(corrupt(format!(
+                            "trailer counts {} keys, chunks hold {key_count}",
+                            trailer.key_count
+                        )));
+                    }
+                    if offset != bytes.len() {
+                        return Err(corrupt(format!(
+                            "{} bytes follow the trailer",
+                            bytes.len() - offset
+                        )));
+                    }
+                    break;
                 }
-                leases.attach(LeaseId(latest.lease), &entry.key);
+                other => {
+                    return Err(corrupt(format!(
+                        "chunk at offset {at} has unknown kind {other}"
+                    )))
+                }
             }
         }
         Ok(Store::from_parts(
             config,
             index,
             leases,
-            data.current,
-            data.compact,
+            header.current,
+            header.compact,
         ))
     }
 }

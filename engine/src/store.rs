@@ -143,7 +143,10 @@ impl Store {
             .iter()
             .map(|(key, record)| {
                 key.as_bytes().len()
-                    + record.versions().map(|v| v.value.len() + VERSION_OVERHEAD_BYTES).sum::<usize>()
+                    + record
+                        .versions()
+                        .map(|v| v.value.len() + VERSION_OVERHEAD_BYTES)
+                        .sum::<usize>()
             })
             .sum()
     }

@@ -669,7 +669,7 @@ fn run(ops: Vec<Op>, watch_from: i64) {
     assert_eq!(replay, expected, "replay from {from}");
     // Snapshot round trip: identical bytes, identical hash.
     let bytes = store.encode_snapshot();
-    let restored = Store::decode_snapshot(&bytes, StoreConfig::default(), 0).unwrap();
+    let mut restored = Store::decode_snapshot(&bytes, StoreConfig::default(), 0).unwrap();
     assert_eq!(restored.encode_snapshot(), bytes);
     assert_eq!(restored.hash_kv(Revision(0)), store.hash_kv(Revision(0)));
 }
