@@ -15,7 +15,8 @@
 //! predecessor term); leader completeness (a new leader holds every committed entry);
 //! state machine safety (no index is applied with two different entries, and members at
 //! the same applied index have the same state); commit never goes backwards (in memory
-//! within one life, and on disk across restarts). At the end the client history must be
+//! within one life, and on disk across restarts); and the Ready contract (no
+//! acknowledgement or vote leaves before the disk holds what it promises). At the end the client history must be
 //! linearizable.
 //!
 //! A failing seed prints how to replay it: `cargo run --release -p corekv-raft --bin

@@ -26,6 +26,9 @@ impl Sim<'_> {
                 }
             }
             self.check_log_matching(id, &rd.entries)?;
+            for message in &rd.messages {
+                self.check_durable_before_send(id, message)?;
+            }
             for message in rd.messages {
                 let now = self.now;
                 self.net.send(&mut self.rng, now, message);

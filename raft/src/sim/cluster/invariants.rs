@@ -84,4 +84,50 @@ impl Sim<'_> {
         }
         Ok(())
     }
+
+    /// The Ready contract, checked from the outside: a message that promises something
+    /// durable leaves only once the simulated disk holds it. An acknowledgement of index
+    /// i needs entry i on disk; a vote (given or asked for) needs the vote on disk.
+    pub(super) fn check_durable_before_send(
+        &self,
+        id: MemberId,
+        message: &crate::Message,
+    ) -> Result<(), String> {
+        use crate::MessageBody;
+        let node = &self.nodes[&id];
+        let disk = &node.disk;
+        let raft = node.raft.as_ref().expect("alive");
+        let durable_vote = |term: Term, vote: MemberId| {
+            disk.hard_state.term == term && disk.hard_state.vote == Some(vote)
+        };
+        let ok = match &message.body {
+            MessageBody::AppendResponse {
+                index,
+                reject: None,
+            } => {
+                let base = disk.snapshot.as_ref().map_or(0, |s| s.meta.index.0);
+                index.0 <= base
+                    || disk
+                        .entries
+                        .get((index.0 - base - 1) as usize)
+                        .is_some_and(|e| Some(e.term) == raft.log_term(*index))
+            }
+            MessageBody::VoteResponse {
+                pre_vote: false,
+                granted: true,
+            } => durable_vote(message.term, message.to),
+            MessageBody::RequestVote {
+                pre_vote: false, ..
+            } => durable_vote(message.term, id),
+            _ => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "Ready contract: {id} was allowed to send {message:?} before it was durable (disk: {:?})",
+                disk.hard_state
+            ))
+        }
+    }
 }
