@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use corekv_engine::{
-    Error as EngineError, LeaseId, Revision, Store, StoreConfig, WatchPoll, WatcherId,
+    Error as EngineError, LeaseId, Revision, SnapshotWriter, Store, StoreConfig, WatchPoll,
+    WatcherId, SNAPSHOT_CHUNK_BYTES_DEFAULT,
 };
 use corekv_raft::{
     Config as RaftConfig, Entry, EntryKind, HardState, LogIndex, MemberId, Proposed, RawNode,
@@ -113,6 +114,13 @@ struct PendingProposal {
     deadline: Instant,
 }
 
+struct SnapshotInProgress {
+    writer: SnapshotWriter,
+    index: LogIndex,
+    term: Term,
+    payload: Vec<u8>,
+}
+
 struct WaitingRead {
     request: ClientRequest,
     deadline: Instant,
@@ -151,6 +159,9 @@ pub(crate) struct Shard {
     last_written: LogIndex,
     applied: LogIndex,
     snapshot_index: LogIndex,
+    /// A snapshot being encoded, one chunk per round.
+    snapshot_encoding: Option<SnapshotInProgress>,
+    /// A snapshot being written to disk.
     snapshot_in_flight: bool,
     watchers: HashMap<WatcherId, Client>,
     watchers_by_connection: HashMap<(usize, u64), Vec<WatcherId>>,
@@ -332,6 +343,7 @@ impl Shard {
             last_written,
             applied: snapshot_index,
             snapshot_index,
+            snapshot_encoding: None,
             snapshot_in_flight: false,
             watchers: HashMap::new(),
             watchers_by_connection: HashMap::new(),
@@ -433,11 +445,12 @@ impl Shard {
     /// Whether a round has work left that no event will announce: deferred watchers on
     /// cores that can take replies.
     fn has_more_work(&self) -> bool {
-        self.watchers_deferred.iter().any(|watcher| {
-            self.watchers
-                .get(watcher)
-                .is_some_and(|client| self.backlog[client.core].is_empty())
-        })
+        self.snapshot_encoding.is_some()
+            || self.watchers_deferred.iter().any(|watcher| {
+                self.watchers
+                    .get(watcher)
+                    .is_some_and(|client| self.backlog[client.core].is_empty())
+            })
     }
 
     fn handle(&mut self, event: Event) {
@@ -675,6 +688,7 @@ impl Shard {
         self.process_readies();
         self.serve_applied_reads();
         self.poll_watchers();
+        self.advance_snapshot();
     }
 
     fn propose_writes(&mut self) {
@@ -1021,8 +1035,11 @@ impl Shard {
         }
     }
 
+    /// Starts a snapshot every `--snapshot-count` applied entries. The engine pins the
+    /// revision; the encoding then advances one chunk per round (`advance_snapshot`).
     fn maybe_snapshot(&mut self) {
-        if self.snapshot_in_flight
+        if self.snapshot_encoding.is_some()
+            || self.snapshot_in_flight
             || self.applied.0 < self.snapshot_index.0 + self.config.snapshot_count
         {
             return;
@@ -1031,9 +1048,37 @@ impl Shard {
         let Some(term) = self.raft.log_term(index) else {
             return;
         };
+        let payload = encode_snapshot_payload(self.raft.conf_state(), &[]);
+        let writer = self.store.snapshot_writer();
+        self.snapshot_encoding = Some(SnapshotInProgress {
+            writer,
+            index,
+            term,
+            payload,
+        });
+    }
+
+    /// Encodes the next chunk of the snapshot in progress; when the last one is done,
+    /// hands the bytes to a task that writes the file and the WAL marker.
+    fn advance_snapshot(&mut self) {
+        let Some(progress) = self.snapshot_encoding.as_mut() else {
+            return;
+        };
+        if self.store.snapshot_next_chunk(
+            &mut progress.writer,
+            &mut progress.payload,
+            SNAPSHOT_CHUNK_BYTES_DEFAULT,
+        ) {
+            return;
+        }
+        let SnapshotInProgress {
+            writer,
+            index,
+            term,
+            payload,
+        } = self.snapshot_encoding.take().expect("checked above");
+        self.store.snapshot_finish(writer);
         self.snapshot_in_flight = true;
-        let payload =
-            encode_snapshot_payload(self.raft.conf_state(), &self.store.encode_snapshot());
         let snapshots = self.snapshots.clone();
         let wal = self.wal.clone();
         let events = self.events.clone();
