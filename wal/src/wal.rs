@@ -758,8 +758,8 @@ impl<D: Disk> Flusher<D> {
             if !has_work {
                 return;
             }
-            // Let appenders that are already runnable join this batch.
-            yield_now().await;
+            // No yield here: the appender that woke this task ran first, and every other
+            // appender already runnable was queued before this task, so it has joined.
             let linger = {
                 let shared = self.shared.borrow();
                 let full = shared.pending_record_bytes * 2 >= shared.config.max_batch_bytes;
@@ -950,21 +950,6 @@ impl Drop for SpaceWaiter<'_> {
             .retain(|(queued_id, _)| *queued_id != id);
         shared.wake_first_space_waiter();
     }
-}
-
-/// Yields to the executor once, so that tasks already runnable get to run.
-async fn yield_now() {
-    let mut yielded = false;
-    poll_fn(|context| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            context.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await
 }
 
 async fn list_segments<D: Disk>(disk: &D, dir: &Path) -> Result<Vec<SegmentInfo>> {

@@ -9,6 +9,7 @@
 //! assumed.
 //!
 //! Usage: wal_bench [--dir PATH] [--seconds N] [--appenders 1,8,64,512] [--raw-samples N]
+//!                  [--zero-fill true|false]
 //! Needs locked memory for io_uring buffers: run `ulimit -l unlimited` first if allowed.
 
 use std::cell::{Cell, RefCell};
@@ -30,6 +31,7 @@ struct Options {
     seconds: f64,
     appenders: Vec<usize>,
     raw_samples: usize,
+    zero_fill: bool,
 }
 
 fn parse_options() -> Result<Options> {
@@ -38,6 +40,7 @@ fn parse_options() -> Result<Options> {
         seconds: 5.0,
         appenders: vec![1, 8, 64, 512],
         raw_samples: 3000,
+        zero_fill: true,
     };
     let mut arguments = std::env::args().skip(1);
     while let Some(flag) = arguments.next() {
@@ -48,6 +51,7 @@ fn parse_options() -> Result<Options> {
             "--dir" => options.dir = PathBuf::from(value),
             "--seconds" => options.seconds = value.parse().context("--seconds")?,
             "--raw-samples" => options.raw_samples = value.parse().context("--raw-samples")?,
+            "--zero-fill" => options.zero_fill = value.parse().context("--zero-fill true|false")?,
             "--appenders" => {
                 options.appenders = value
                     .split(',')
@@ -117,9 +121,18 @@ struct RunResult {
     latency: Histogram<u64>,
 }
 
-async fn run_appenders(dir: &Path, appenders: usize, seconds: f64) -> Result<RunResult> {
+async fn run_appenders(
+    dir: &Path,
+    appenders: usize,
+    seconds: f64,
+    zero_fill: bool,
+) -> Result<RunResult> {
     std::fs::remove_dir_all(dir).ok();
-    let (wal, flusher, _) = Wal::open(Rc::new(GlommioDisk), dir, WalConfig::default(), LogIndex(0))
+    let config = WalConfig {
+        zero_fill_segments: zero_fill,
+        ..WalConfig::default()
+    };
+    let (wal, flusher, _) = Wal::open(Rc::new(GlommioDisk), dir, config, LogIndex(0))
         .await
         .context("open WAL")?;
     let flusher_task = glommio::spawn_local(flusher.run());
@@ -222,6 +235,7 @@ fn main() -> Result<()> {
                     &options.dir.join(format!("wal-{appenders}")),
                     appenders,
                     options.seconds,
+                    options.zero_fill,
                 )
                 .await?;
                 let seconds = run.elapsed.as_secs_f64();
