@@ -52,9 +52,11 @@
 
 mod disk;
 mod error;
+mod flusher;
 pub mod format;
 mod glommio_disk;
 mod replay;
+mod segments;
 pub mod sim;
 mod snapshot;
 mod types;
@@ -62,6 +64,7 @@ mod wal;
 
 pub use disk::{Disk, DiskFile};
 pub use error::{Result, WalError};
+pub use flusher::Flusher;
 pub use glommio_disk::{GlommioDisk, GlommioFile, MappedFile};
 pub use replay::TornTail;
 pub use snapshot::{
@@ -72,6 +75,6 @@ pub use types::{
     WalRecord,
 };
 pub use wal::{
-    Flusher, Recovered, Wal, WalConfig, WalStats, MAX_BATCH_BYTES_DEFAULT,
-    MAX_RECORD_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT,
+    Recovered, Wal, WalConfig, WalStats, MAX_BATCH_BYTES_DEFAULT, MAX_RECORD_BYTES_DEFAULT,
+    SEGMENT_BYTES_DEFAULT,
 };

@@ -31,21 +31,23 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io;
 use std::mem;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use crate::disk::{Disk, DiskFile};
+use crate::disk::Disk;
 use crate::error::{Result, WalError};
+use crate::flusher::Flusher;
 use crate::format::{
-    self, align_up, encode, encode_segment_header, finish_batch, SegmentHeader, BLOCK_SIZE,
-    FLAG_BATCH_START, RECORD_HEADER_LEN,
+    self, encode, encode_segment_header, finish_batch, SegmentHeader, BLOCK_SIZE, FLAG_BATCH_START,
+    RECORD_HEADER_LEN,
 };
 use crate::replay::{scan_segment, EntryPlacement, LogState, TornTail, Tracker};
+use crate::segments::{list_segments, prepare_last_segment, SegmentInfo, PREPARED_SEGMENT_NAME};
 use crate::types::{Entry, HardState, LogIndex, Metadata, ShardId, SnapshotMarker, WalRecord};
 
 /// Default segment size (etcd uses 64 MB segments too).
@@ -58,9 +60,7 @@ pub const MAX_RECORD_BYTES_DEFAULT: usize = 2 * 1024 * 1024;
 
 /// Room reserved at the start of a segment for its preamble (header, metadata, hard
 /// state, snapshot marker) plus the padding that can follow a batch.
-const SEGMENT_RESERVE_BYTES: usize = 3 * BLOCK_SIZE;
-/// Zeroing a torn tail writes at most this much per call.
-const ZERO_CHUNK_BYTES: usize = 1024 * 1024;
+pub(crate) const SEGMENT_RESERVE_BYTES: usize = 3 * BLOCK_SIZE;
 
 /// How a log is laid out and bounded.
 #[derive(Debug, Clone)]
@@ -146,14 +146,14 @@ pub struct WalStats {
 }
 
 #[derive(Debug, Clone)]
-struct PoisonCause {
-    operation: &'static str,
-    kind: io::ErrorKind,
-    message: String,
+pub(crate) struct PoisonCause {
+    pub(crate) operation: &'static str,
+    pub(crate) kind: io::ErrorKind,
+    pub(crate) message: String,
 }
 
 impl PoisonCause {
-    fn error(&self) -> WalError {
+    pub(crate) fn error(&self) -> WalError {
         WalError::Poisoned {
             operation: self.operation,
             kind: self.kind,
@@ -162,69 +162,45 @@ impl PoisonCause {
     }
 }
 
-#[derive(Debug, Clone)]
-struct SegmentInfo {
-    sequence: u64,
-    first_index: u64,
-    path: PathBuf,
-}
-
-/// Segment file name: `<sequence, 16 hex digits>-<first index, 16 hex digits>.wal`.
-fn segment_name(sequence: u64, first_index: u64) -> String {
-    format!("{sequence:016x}-{first_index:016x}.wal")
-}
-
-fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
-    let stem = name.strip_suffix(".wal")?;
-    let (sequence, first_index) = stem.split_once('-')?;
-    if sequence.len() != 16 || first_index.len() != 16 {
-        return None;
-    }
-    Some((
-        u64::from_str_radix(sequence, 16).ok()?,
-        u64::from_str_radix(first_index, 16).ok()?,
-    ))
-}
-
 /// State shared by appenders, the flusher and maintenance calls. Never borrowed across an
 /// `.await`.
 #[derive(Debug)]
-struct Shared {
-    config: WalConfig,
-    dir: PathBuf,
+pub(crate) struct Shared {
+    pub(crate) config: WalConfig,
+    pub(crate) dir: PathBuf,
     /// The batch being filled, encoded, starting at `pending_base` of segment
     /// `pending_segment`.
-    pending: Vec<u8>,
-    pending_base: u64,
-    pending_segment: u64,
+    pub(crate) pending: Vec<u8>,
+    pub(crate) pending_base: u64,
+    pub(crate) pending_segment: u64,
     /// `first_index` of `pending_segment` if the flusher must create it.
-    pending_segment_first_index: u64,
-    pending_record_bytes: usize,
-    pending_records: usize,
+    pub(crate) pending_segment_first_index: u64,
+    pub(crate) pending_record_bytes: usize,
+    pub(crate) pending_records: usize,
     /// Index in `pending` of the last record (gets the batch-end flag).
-    pending_last_record: usize,
+    pub(crate) pending_last_record: usize,
     /// Number of the pending batch; batches are numbered from 1.
-    pending_number: u64,
+    pub(crate) pending_number: u64,
     /// Every batch numbered `<= durable_number` is durable.
-    durable_number: u64,
-    spare: Vec<u8>,
+    pub(crate) durable_number: u64,
+    pub(crate) spare: Vec<u8>,
     /// State after every record accepted so far (synced or not).
-    tracker: Tracker,
-    poison: Option<PoisonCause>,
-    closed: bool,
-    durable_waiters: Vec<(u64, Waker)>,
+    pub(crate) tracker: Tracker,
+    pub(crate) poison: Option<PoisonCause>,
+    pub(crate) closed: bool,
+    pub(crate) durable_waiters: Vec<(u64, Waker)>,
     /// Appenders waiting for room in the pending batch, first come first served: an
     /// append never overtakes one that started waiting before it.
-    space_waiters: VecDeque<(u64, Waker)>,
-    next_space_waiter: u64,
-    flusher_waker: Option<Waker>,
+    pub(crate) space_waiters: VecDeque<(u64, Waker)>,
+    pub(crate) next_space_waiter: u64,
+    pub(crate) flusher_waker: Option<Waker>,
     /// Created segment files, ascending.
-    segments: Vec<SegmentInfo>,
-    stats: WalStats,
+    pub(crate) segments: Vec<SegmentInfo>,
+    pub(crate) stats: WalStats,
 }
 
 impl Shared {
-    fn wake_flusher(&mut self) {
+    pub(crate) fn wake_flusher(&mut self) {
         if let Some(waker) = self.flusher_waker.take() {
             waker.wake();
         }
@@ -232,7 +208,7 @@ impl Shared {
 
     /// Wakes every waiter after the log was poisoned or closed. Durable waiters are only
     /// drained on poison: after a close the flusher still completes their batches.
-    fn wake_all(&mut self) {
+    pub(crate) fn wake_all(&mut self) {
         if self.poison.is_some() {
             for (_, waker) in self.durable_waiters.drain(..) {
                 waker.wake();
@@ -273,7 +249,7 @@ impl Shared {
     }
 
     /// Takes the pending batch for writing and starts the next one.
-    fn take_batch(&mut self) -> Batch {
+    pub(crate) fn take_batch(&mut self) -> Batch {
         assert!(self.pending_records > 0, "took an empty batch");
         finish_batch(
             &mut self.pending,
@@ -305,7 +281,7 @@ impl Shared {
         batch
     }
 
-    fn wake_first_space_waiter(&mut self) {
+    pub(crate) fn wake_first_space_waiter(&mut self) {
         if let Some((_, waker)) = self.space_waiters.front() {
             waker.wake_by_ref();
         }
@@ -313,13 +289,13 @@ impl Shared {
 }
 
 #[derive(Debug)]
-struct Batch {
-    number: u64,
-    segment: u64,
-    segment_first_index: u64,
-    offset: u64,
-    records: u64,
-    bytes: Vec<u8>,
+pub(crate) struct Batch {
+    pub(crate) number: u64,
+    pub(crate) segment: u64,
+    pub(crate) segment_first_index: u64,
+    pub(crate) offset: u64,
+    pub(crate) records: u64,
+    pub(crate) bytes: Vec<u8>,
 }
 
 /// Handle to an open log. Appends may run concurrently from many tasks on the same
@@ -328,38 +304,6 @@ struct Batch {
 pub struct Wal<D: Disk> {
     shared: Rc<RefCell<Shared>>,
     disk: Rc<D>,
-}
-
-/// The task that writes and syncs batches. Spawn [`Flusher::run`] on the executor that
-/// owns the [`Wal`]; appends make no progress until it runs.
-pub struct Flusher<D: Disk> {
-    shared: Rc<RefCell<Shared>>,
-    disk: Rc<D>,
-    file: Option<(u64, D::File)>,
-    prepared: Rc<RefCell<PreparedSlot<D::File>>>,
-}
-
-/// A zero-filled, synced segment file made ahead of need, waiting to be renamed into
-/// place at the next rotation.
-struct PreparedSlot<F> {
-    file: Option<F>,
-    preparer: Option<Waker>,
-}
-
-/// Name of the segment file prepared ahead of need. Not a segment name: recovery ignores
-/// it (and removes a stale one).
-const PREPARED_SEGMENT_NAME: &str = "next-segment.prep";
-
-impl<D: Disk> std::fmt::Debug for Flusher<D> {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("Flusher")
-            .field(
-                "segment",
-                &self.file.as_ref().map(|(sequence, _)| *sequence),
-            )
-            .finish_non_exhaustive()
-    }
 }
 
 impl<D: Disk> Wal<D> {
@@ -489,15 +433,7 @@ impl<D: Disk> Wal<D> {
             shared: shared.clone(),
             disk: disk.clone(),
         };
-        let flusher = Flusher {
-            shared,
-            disk,
-            file,
-            prepared: Rc::new(RefCell::new(PreparedSlot {
-                file: None,
-                preparer: None,
-            })),
-        };
+        let flusher = Flusher::new(shared, disk, file);
         Ok((wal, flusher, recovered))
     }
 
@@ -719,219 +655,6 @@ impl<D: Disk> Drop for Wal<D> {
     }
 }
 
-impl<D: Disk> Flusher<D> {
-    /// Writes batches until the [`Wal`] is dropped (then drains what is pending) or a
-    /// write fails (then poisons the log). Returns when it stops.
-    pub async fn run(mut self) {
-        let preparer = prepare_segments(
-            self.disk.clone(),
-            self.shared.clone(),
-            self.prepared.clone(),
-        );
-        let mut preparer = std::pin::pin!(preparer);
-        let mut preparer_done = false;
-        let batches = self.run_batches();
-        let mut batches = std::pin::pin!(batches);
-        poll_fn(|context| {
-            if !preparer_done && preparer.as_mut().poll(context).is_ready() {
-                preparer_done = true;
-            }
-            batches.as_mut().poll(context)
-        })
-        .await
-    }
-
-    async fn run_batches(&mut self) {
-        loop {
-            let has_work = poll_fn(|context| {
-                let mut shared = self.shared.borrow_mut();
-                if shared.pending_records > 0 {
-                    Poll::Ready(true)
-                } else if shared.closed {
-                    Poll::Ready(false)
-                } else {
-                    shared.flusher_waker = Some(context.waker().clone());
-                    Poll::Pending
-                }
-            })
-            .await;
-            if !has_work {
-                return;
-            }
-            // No yield here: the appender that woke this task ran first, and every other
-            // appender already runnable was queued before this task, so it has joined.
-            let linger = {
-                let shared = self.shared.borrow();
-                let full = shared.pending_record_bytes * 2 >= shared.config.max_batch_bytes;
-                if full {
-                    Duration::ZERO
-                } else {
-                    shared.config.batch_linger
-                }
-            };
-            if !linger.is_zero() {
-                self.disk.sleep(linger).await;
-            }
-            let batch = {
-                let mut shared = self.shared.borrow_mut();
-                if shared.poison.is_some() {
-                    return;
-                }
-                shared.take_batch()
-            };
-            match self.write(&batch).await {
-                Ok(()) => {
-                    let mut shared = self.shared.borrow_mut();
-                    shared.durable_number = batch.number;
-                    shared.stats.batches_synced += 1;
-                    shared.stats.records_synced += batch.records;
-                    shared.stats.bytes_written += batch.bytes.len() as u64;
-                    let mut still_waiting = Vec::new();
-                    for (number, waker) in shared.durable_waiters.drain(..) {
-                        if number <= batch.number {
-                            waker.wake();
-                        } else {
-                            still_waiting.push((number, waker));
-                        }
-                    }
-                    shared.durable_waiters = still_waiting;
-                    let mut bytes = batch.bytes;
-                    bytes.clear();
-                    shared.spare = bytes;
-                }
-                Err((operation, error)) => {
-                    let mut shared = self.shared.borrow_mut();
-                    shared.poison = Some(PoisonCause {
-                        operation,
-                        kind: error.kind(),
-                        message: error.to_string(),
-                    });
-                    shared.wake_all();
-                    return;
-                }
-            }
-        }
-    }
-
-    async fn write(&mut self, batch: &Batch) -> Result<(), (&'static str, io::Error)> {
-        let current = self.file.as_ref().map(|(sequence, _)| *sequence);
-        if current != Some(batch.segment) {
-            assert_eq!(
-                batch.offset, 0,
-                "a batch in a new segment starts at offset 0"
-            );
-            self.file = None;
-            let (dir, segment_bytes) = {
-                let shared = self.shared.borrow();
-                (shared.dir.clone(), shared.config.segment_bytes)
-            };
-            let path = dir.join(segment_name(batch.segment, batch.segment_first_index));
-            // The preparer is woken only after the rename below: until then the prepared
-            // name still refers to this file.
-            let prepared = self.prepared.borrow_mut().file.take();
-            let file = match prepared {
-                Some(file) => {
-                    self.disk
-                        .rename(&dir.join(PREPARED_SEGMENT_NAME), &path)
-                        .await
-                        .map_err(|error| ("rename prepared segment", error))?;
-                    file
-                }
-                None => {
-                    let zero_fill = self.shared.borrow().config.zero_fill_segments;
-                    create_segment_file(&*self.disk, &path, segment_bytes, zero_fill)
-                        .await
-                        .map_err(|error| ("create segment", error))?
-                }
-            };
-            if let Some(waker) = self.prepared.borrow_mut().preparer.take() {
-                waker.wake();
-            }
-            self.disk
-                .sync_dir(&dir)
-                .await
-                .map_err(|error| ("sync WAL directory", error))?;
-            let mut shared = self.shared.borrow_mut();
-            shared.segments.push(SegmentInfo {
-                sequence: batch.segment,
-                first_index: batch.segment_first_index,
-                path,
-            });
-            shared.stats.segments_created += 1;
-            drop(shared);
-            self.file = Some((batch.segment, file));
-        }
-        let (_, file) = self.file.as_ref().expect("segment file opened above");
-        file.write_at(&batch.bytes, batch.offset)
-            .await
-            .map_err(|error| ("write", error))?;
-        file.sync_data().await.map_err(|error| ("fdatasync", error))
-    }
-}
-
-/// Keeps one zero-filled, synced segment file ready, so that rotation is a rename and
-/// appends overwrite initialised blocks (an fdatasync after writing into fallocated but
-/// unwritten extents must also commit the extent conversion, which roughly doubles its
-/// latency). Runs alongside the batch loop in the flusher's task; on any error it stops
-/// and rotation falls back to creating segments directly.
-async fn prepare_segments<D: Disk>(
-    disk: Rc<D>,
-    shared: Rc<RefCell<Shared>>,
-    slot: Rc<RefCell<PreparedSlot<D::File>>>,
-) {
-    let (path, segment_bytes, enabled) = {
-        let shared = shared.borrow();
-        (
-            shared.dir.join(PREPARED_SEGMENT_NAME),
-            shared.config.segment_bytes,
-            shared.config.zero_fill_segments,
-        )
-    };
-    if !enabled {
-        return;
-    }
-    loop {
-        poll_fn(|context| {
-            let mut slot = slot.borrow_mut();
-            if slot.file.is_none() {
-                Poll::Ready(())
-            } else {
-                slot.preparer = Some(context.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await;
-        let prepared = create_segment_file(&*disk, &path, segment_bytes, true).await;
-        match prepared {
-            Ok(file) => slot.borrow_mut().file = Some(file),
-            Err(_) => return,
-        }
-    }
-}
-
-/// Creates a segment file of `segment_bytes`, zero-filled if asked, and syncs it. The
-/// caller syncs the folder once the file has its final name.
-async fn create_segment_file<D: Disk>(
-    disk: &D,
-    path: &Path,
-    segment_bytes: u64,
-    zero_fill: bool,
-) -> io::Result<D::File> {
-    let file = disk.create_file(path).await?;
-    file.allocate(segment_bytes).await?;
-    if zero_fill {
-        let zeros = vec![0u8; ZERO_CHUNK_BYTES];
-        let mut offset = 0u64;
-        while offset < segment_bytes {
-            let chunk = (segment_bytes - offset).min(ZERO_CHUNK_BYTES as u64);
-            file.write_at(&zeros[..chunk as usize], offset).await?;
-            offset += chunk;
-        }
-    }
-    file.sync_data().await?;
-    Ok(file)
-}
-
 /// An append's place in the queue for batch space. Leaving the queue (done, failed or
 /// the append future dropped) lets the next appender in.
 struct SpaceWaiter<'a> {
@@ -949,88 +672,5 @@ impl Drop for SpaceWaiter<'_> {
             .space_waiters
             .retain(|(queued_id, _)| *queued_id != id);
         shared.wake_first_space_waiter();
-    }
-}
-
-async fn list_segments<D: Disk>(disk: &D, dir: &Path) -> Result<Vec<SegmentInfo>> {
-    let names = disk
-        .list_dir(dir)
-        .await
-        .map_err(|source| WalError::io("list WAL directory", dir, source))?;
-    let mut segments: Vec<SegmentInfo> = names
-        .iter()
-        .filter_map(|name| {
-            parse_segment_name(name).map(|(sequence, first_index)| SegmentInfo {
-                sequence,
-                first_index,
-                path: dir.join(name),
-            })
-        })
-        .collect();
-    segments.sort_by_key(|segment| segment.sequence);
-    for pair in segments.windows(2) {
-        if pair[1].sequence != pair[0].sequence + 1 {
-            return Err(WalError::SegmentSequence {
-                dir: dir.to_path_buf(),
-                reason: format!(
-                    "segment {} follows segment {}",
-                    pair[1].sequence, pair[0].sequence
-                ),
-            });
-        }
-    }
-    Ok(segments)
-}
-
-/// Makes the last segment ready for appends: full length reserved, torn tail zeroed and
-/// synced.
-async fn prepare_last_segment<F: DiskFile>(
-    file: &F,
-    path: &Path,
-    config: &WalConfig,
-    scan: &crate::replay::SegmentScan,
-) -> Result<()> {
-    let length = file
-        .file_len()
-        .await
-        .map_err(|source| WalError::io("stat WAL segment", path, source))?;
-    let mut dirty = length < config.segment_bytes;
-    if dirty {
-        file.allocate(config.segment_bytes)
-            .await
-            .map_err(|source| WalError::io("preallocate WAL segment", path, source))?;
-    }
-    if scan.dirty_until > scan.end {
-        dirty = true;
-        let zeros = vec![0u8; ZERO_CHUNK_BYTES];
-        let mut offset = scan.end;
-        while offset < scan.dirty_until {
-            let chunk = (scan.dirty_until - offset).min(ZERO_CHUNK_BYTES as u64);
-            let chunk = align_up(chunk as usize);
-            file.write_at(&zeros[..chunk], offset)
-                .await
-                .map_err(|source| WalError::io("zero torn WAL tail", path, source))?;
-            offset += chunk as u64;
-        }
-    }
-    if dirty {
-        file.sync_data()
-            .await
-            .map_err(|source| WalError::io("fdatasync WAL segment", path, source))?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Segment names round-trip and foreign names are ignored.
-    #[test]
-    fn segment_names_round_trip() {
-        let name = segment_name(3, 0x1234);
-        assert_eq!(parse_segment_name(&name), Some((3, 0x1234)));
-        assert_eq!(parse_segment_name("0000000000000003.wal"), None);
-        assert_eq!(parse_segment_name("snapshot.tmp"), None);
     }
 }
