@@ -128,8 +128,16 @@ fn crash_at_every_operation() {
         "the script does real work ({operations} operations)"
     );
     for crash_at in 1..=operations {
-        for (number, mode) in MODES.into_iter().enumerate() {
-            crash_and_check(crash_at * 3 + number as u64, crash_at, mode, &script);
+        crash_and_check(crash_at, crash_at, CrashMode::LoseUnsynced, &script);
+        crash_and_check(crash_at, crash_at, CrashMode::KeepUnsynced, &script);
+        // Several tear patterns per crash point.
+        for seed in 0..4 {
+            crash_and_check(
+                crash_at * 8 + seed,
+                crash_at,
+                CrashMode::TearUnsynced,
+                &script,
+            );
         }
     }
 }
@@ -145,7 +153,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// Random workloads crashed at a random operation under a random crash mode recover a
     /// prefix holding every acknowledged append.

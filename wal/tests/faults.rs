@@ -538,6 +538,100 @@ fn snapshot_past_the_log_end_repositions_the_log() {
     ));
 }
 
+/// A hole in the entry indexes on disk (not a torn tail: the records are intact) stops
+/// recovery with an error naming the file and the offset of the offending entry.
+#[test]
+fn entry_gap_on_disk_is_an_error() {
+    use corekv_wal::format::{
+        encode, encode_segment_header, finish_batch, SegmentHeader, FLAG_BATCH_START,
+    };
+    use corekv_wal::{Disk, DiskFile, ShardId};
+    let mut segment = Vec::new();
+    let header = SegmentHeader {
+        shard_id: ShardId(0),
+        sequence: 0,
+        first_index: LogIndex(0),
+    };
+    encode_segment_header(&mut segment, &header, FLAG_BATCH_START);
+    let mut gap_offset = 0;
+    for index in [1u64, 2, 4] {
+        if index == 4 {
+            gap_offset = segment.len();
+        }
+        let last = segment.len();
+        encode(&mut segment, last as u64, &entry(index, b"x"), 0);
+        if index == 4 {
+            finish_batch(&mut segment, 0, last);
+        }
+    }
+    let disk = SimDisk::new(16);
+    let path = wal_dir().join(format!("{:016x}-{:016x}.wal", 0, 0));
+    let shared = Rc::new(disk.clone());
+    let file_path = path.clone();
+    SimExecutor::new()
+        .block_on(async move {
+            shared.create_dir_all(&wal_dir()).await.expect("dir");
+            let file = shared.create_file(&file_path).await.expect("create");
+            file.write_at(&segment, 0).await.expect("write");
+            file.sync_data().await.expect("sync");
+            shared.sync_dir(&wal_dir()).await.expect("sync dir");
+        })
+        .expect("setup finished");
+    match recover(&disk, &small_config(), 0) {
+        Err(WalError::EntryGap {
+            path: reported,
+            offset,
+            expected_max: 3,
+            found: 4,
+        }) => {
+            assert_eq!(reported, path);
+            assert_eq!(offset, gap_offset as u64);
+        }
+        other => panic!("expected an entry gap, got {other:?}"),
+    }
+}
+
+/// Invalid layouts are refused at open: each bound checked, the defaults accepted.
+#[test]
+fn config_limits_are_validated() {
+    let disk = SimDisk::new(17);
+    let base = small_config();
+    let invalid = [
+        WalConfig {
+            segment_bytes: base.segment_bytes + 1,
+            ..base.clone()
+        },
+        WalConfig {
+            max_record_bytes: base.max_batch_bytes - 8,
+            ..base.clone()
+        },
+        WalConfig {
+            segment_bytes: 2 * (base.max_batch_bytes as u64 + 3 * 4096) - 4096,
+            ..base.clone()
+        },
+    ];
+    for config in invalid {
+        let shared = Rc::new(disk.clone());
+        let result = SimExecutor::new()
+            .block_on(async move {
+                Wal::open(shared, wal_dir(), config, LogIndex(0))
+                    .await
+                    .map(|_| ())
+            })
+            .expect("open finished");
+        assert!(matches!(result, Err(WalError::Config(_))), "{result:?}");
+    }
+    let limit = WalConfig {
+        segment_bytes: 2 * (base.max_batch_bytes as u64 + 3 * 4096),
+        ..base
+    };
+    assert!(
+        recover(&disk, &limit, 0).is_ok(),
+        "exactly two batches per segment is allowed"
+    );
+    assert!(recover(&disk, &WalConfig::default(), 0).is_ok());
+}
+
 fn save_snapshot(disk: &SimDisk, index: u64, data: Vec<u8>) -> Result<(), WalError> {
     let disk = Rc::new(disk.clone());
     SimExecutor::new()
