@@ -206,6 +206,11 @@ impl RawNode {
             assert!(term > self.term, "terms never go backwards");
             self.term = term;
             self.vote = None;
+            // Held-back acknowledgements and votes of older terms may never have become
+            // true: the state they describe can be overwritten in the new term before it
+            // reaches the disk (a follower's entries truncated by the new leader). Losing
+            // them is always safe; sending them is not.
+            self.messages_after_persist.retain(|(_, m)| m.term >= term);
         }
         self.leader = None;
         self.votes.clear();

@@ -120,7 +120,7 @@ pub struct RawNode {
 
     pub(crate) messages: Vec<Message>,
     /// Messages that may leave only once the Ready numbered `.0` is durable.
-    messages_after_persist: VecDeque<(u64, Message)>,
+    pub(crate) messages_after_persist: VecDeque<(u64, Message)>,
     pending_snapshot: Option<Snapshot>,
     last_hard_state: HardState,
     last_soft_state: SoftState,

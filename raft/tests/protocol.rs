@@ -674,3 +674,57 @@ fn waiting_reads_are_bounded() {
     c.stabilize();
     assert_eq!(c.reads[&id(1)].len(), corekv_raft::MAX_WAITING_READS);
 }
+
+// Regression (found by the simulator's Ready-contract check, seed 208969): an
+// acknowledgement held back for persistence must not leave after the term changed and
+// the acknowledged entry was overwritten before it ever reached the disk.
+#[test]
+fn regression_held_ack_dropped_when_entry_overwritten_in_new_term() {
+    let ids = [id(1), id(2), id(3)];
+    let mut follower = RawNode::bootstrap(config(3), &ids);
+    let rd = follower.ready();
+    follower.on_persisted(rd.number);
+    let _ = follower.ready();
+    let append = |from: u64, term: u64, data: &str| Message {
+        from: id(from),
+        to: id(3),
+        term: Term(term),
+        body: MessageBody::Append {
+            prev_index: LogIndex(3),
+            prev_term: Term(1),
+            entries: vec![Entry {
+                term: Term(term),
+                index: LogIndex(4),
+                kind: EntryKind::Normal,
+                data: data.as_bytes().to_vec(),
+            }],
+            commit: LogIndex(3),
+        },
+    };
+    // Leader 1 of term 2 sends entry 4; the ack waits for the fsync of (4, t2).
+    follower.step(append(1, 2, "from term 2"));
+    // Before any Ready is taken, leader 2 of term 3 overwrites index 4.
+    follower.step(append(2, 3, "from term 3"));
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        let rd = follower.ready();
+        assert!(
+            rd.entries.iter().all(|e| e.term == Term(3)),
+            "(4, t2) never reaches the disk"
+        );
+        sent.extend(rd.messages);
+        follower.on_persisted(rd.number);
+    }
+    assert!(
+        sent.iter().all(|m| m.term == Term(3)),
+        "no term-2 acknowledgement of an entry that was never durable: {sent:?}"
+    );
+    assert!(sent.iter().any(|m| m.to == id(2)
+        && matches!(
+            m.body,
+            MessageBody::AppendResponse {
+                index: LogIndex(4),
+                reject: None
+            }
+        )));
+}

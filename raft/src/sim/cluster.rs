@@ -137,6 +137,12 @@ struct Disk {
     hard_state: HardState,
     snapshot: Option<Snapshot>,
     entries: Vec<Entry>,
+    /// Everything that was ever durable here, for checking the Ready contract: a
+    /// message may promise what was durable at some point after it was created (a late
+    /// release is indistinguishable from network delay).
+    ever_entries: std::collections::BTreeSet<(u64, u64)>,
+    ever_votes: std::collections::BTreeSet<(u64, u64)>,
+    ever_snapshot_index: u64,
 }
 
 #[derive(Debug)]
@@ -372,6 +378,7 @@ impl<'t> Sim<'t> {
         // Healing: everything stops failing.
         self.phase = Phase::Healing;
         self.net.heal();
+        self.net.lose_in_flight();
         self.net.faults = NetworkFaults::calm();
         self.partition_until = None;
         let ids: Vec<MemberId> = self.nodes.keys().copied().collect();

@@ -103,6 +103,14 @@ impl Network {
         }
     }
 
+    /// Loses every message in flight (connections reset when the network heals, so no
+    /// message delayed during the faults arrives afterwards).
+    pub fn lose_in_flight(&mut self) {
+        self.dropped += self.messages.len() as u64;
+        self.queue.clear();
+        self.messages.clear();
+    }
+
     pub fn cut(&mut self, from: MemberId, to: MemberId) {
         self.cut.insert((from, to));
     }

@@ -86,31 +86,28 @@ impl Sim<'_> {
     }
 
     /// The Ready contract, checked from the outside: a message that promises something
-    /// durable leaves only once the simulated disk holds it. An acknowledgement of index
-    /// i needs entry i on disk; a vote (given or asked for) needs the vote on disk.
+    /// durable leaves only once the simulated disk has held it. An acknowledgement of
+    /// index i in term t needs an entry (i, t' <= t) to have been written (or a snapshot
+    /// covering i); a vote, given or asked for, needs that vote to have been written.
     pub(super) fn check_durable_before_send(
         &self,
         id: MemberId,
         message: &crate::Message,
     ) -> Result<(), String> {
         use crate::MessageBody;
-        let node = &self.nodes[&id];
-        let disk = &node.disk;
-        let raft = node.raft.as_ref().expect("alive");
-        let durable_vote = |term: Term, vote: MemberId| {
-            disk.hard_state.term == term && disk.hard_state.vote == Some(vote)
-        };
+        let disk = &self.nodes[&id].disk;
+        let durable_vote = |term: Term, vote: MemberId| disk.ever_votes.contains(&(term.0, vote.0));
         let ok = match &message.body {
             MessageBody::AppendResponse {
                 index,
                 reject: None,
             } => {
-                let base = disk.snapshot.as_ref().map_or(0, |s| s.meta.index.0);
-                index.0 <= base
+                index.0 <= disk.ever_snapshot_index
                     || disk
-                        .entries
-                        .get((index.0 - base - 1) as usize)
-                        .is_some_and(|e| Some(e.term) == raft.log_term(*index))
+                        .ever_entries
+                        .range((index.0, 0)..=(index.0, message.term.0))
+                        .next()
+                        .is_some()
             }
             MessageBody::VoteResponse {
                 pre_vote: false,

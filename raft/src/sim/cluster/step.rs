@@ -213,6 +213,9 @@ impl Sim<'_> {
                         ));
                     }
                     disk.entries.truncate(keep);
+                    for e in &job.entries {
+                        disk.ever_entries.insert((e.index.0, e.term.0));
+                    }
                     disk.entries.extend(job.entries);
                 }
                 if let Some(hs) = job.hard_state {
@@ -223,6 +226,12 @@ impl Sim<'_> {
                         ));
                     }
                     disk.hard_state = hs;
+                    if let Some(vote) = hs.vote {
+                        disk.ever_votes.insert((hs.term.0, vote.0));
+                    }
+                }
+                if let Some(s) = &disk.snapshot {
+                    disk.ever_snapshot_index = disk.ever_snapshot_index.max(s.meta.index.0);
                 }
                 disk.written = true;
                 node.raft

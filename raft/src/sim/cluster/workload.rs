@@ -232,6 +232,7 @@ impl Sim<'_> {
         let snapshot = raft.snapshot().expect("just compacted").clone();
         // The application's snapshot file is durable before the log is truncated.
         node.disk.entries.retain(|e| e.index > index);
+        node.disk.ever_snapshot_index = node.disk.ever_snapshot_index.max(index.0);
         node.disk.snapshot = Some(snapshot);
     }
 }
