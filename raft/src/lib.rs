@@ -24,7 +24,8 @@
 //!    parts: a leader's AppendEntries may leave before the leader's own write finishes
 //!    (thesis 10.2.1), and every message that promises something durable (a vote, an
 //!    append acknowledgement, a snapshot acknowledgement) is held back by Raft until
-//!    the Ready it depends on is acknowledged, then released in a later Ready.
+//!    the Ready it depends on is acknowledged, then released in a later Ready (or
+//!    dropped, if the term changes first: its promise may never have become true).
 //! 3. Persist, in one atomic, fsynced write: `rd.snapshot` (it replaces the whole log),
 //!    then `rd.entries` (if the first entry's index is at or below the last durable
 //!    index, first delete every durable entry from that index on), then `rd.hard_state`.
