@@ -10,13 +10,14 @@ pub const ELECTION_TICK_DEFAULT: u32 = 10;
 pub const HEARTBEAT_TICK_DEFAULT: u32 = 1;
 /// Most entry bytes in one AppendEntries (etcd's `maxSizePerMsg`, 1 MiB).
 pub const MAX_ENTRIES_BYTES_PER_MESSAGE_DEFAULT: u64 = 1024 * 1024;
-/// Most AppendEntries in flight to one member (etcd's `maxInflightMsgs`, 4096 / 8 ... we
-/// use 256 like etcd's server).
-pub const MAX_INFLIGHT_MESSAGES_DEFAULT: usize = 256;
+/// Most AppendEntries in flight to one member (etcd's server sets `maxInflightMsgs` to
+/// 4096 / 8 = 512).
+pub const MAX_INFLIGHT_MESSAGES_DEFAULT: usize = 512;
 /// Most entry bytes in flight to one member (etcd 3.6 `MaxInflightBytes`).
 pub const MAX_INFLIGHT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 /// Most bytes of uncommitted entries on the leader before proposals are refused with
-/// "too many requests" (backpressure instead of unbounded memory).
+/// "too many requests" (backpressure instead of unbounded memory). corekv's own bound;
+/// etcd leaves raft's `MaxUncommittedEntriesSize` unlimited.
 pub const MAX_UNCOMMITTED_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 /// Most bytes of committed entries handed out in one Ready.
 pub const MAX_COMMITTED_BYTES_PER_READY_DEFAULT: u64 = 64 * 1024 * 1024;

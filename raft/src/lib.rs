@@ -60,6 +60,13 @@
 //! One change at a time, effective when applied; see the `membership` module for why
 //! this and not joint consensus. New members start with [`RawNode::join`].
 //!
+//! # Testing
+//!
+//! [`sim`] is the deterministic simulator (test support, pure like the rest): N members,
+//! a faulty network, disks that lose unsynced writes, clients checked for
+//! linearizability, all from one seed. `cargo run --release -p corekv-raft --bin raft-sim
+//! -- --seed N --trace` replays a seed. Interaction transcripts live in `raft/testdata/`.
+//!
 //! # Example
 //!
 //! A single-member cluster driven by a synchronous driver whose "disk" is a vector:
