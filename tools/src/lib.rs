@@ -1,4 +1,8 @@
 //! corekv-tools: operator tools.
 //!
-//! Will hold `corekvctl` (an etcdctl-like CLI over the binary protocol) and the WAL and
-//! snapshot inspectors. Empty until the server issue gives them something to talk to.
+//! * [`ctl`]: `corekvctl`, an etcdctl-like CLI over the binary protocol (put, get, del,
+//!   txn, watch, lease, compaction, endpoint status; simple and json output).
+//!
+//! The WAL and snapshot inspectors will live here too.
+
+pub mod ctl;
