@@ -1,0 +1,177 @@
+//! `corekv-bench`, the load generator: drives a corekv server over the binary protocol
+//! with one of the workloads of [`config::Workload`] and reports throughput and latency
+//! percentiles (hdrhistogram).
+//!
+//! Layout of a run: one glommio executor per core (`--cores`, pinned), each opening its
+//! share of the `--connections` (connection `c` on core `c % cores`) and running the
+//! clients assigned to those connections (client `i` on connection `i % connections`),
+//! each client with `--pipeline` requests in flight. Cores connect, prefill and create
+//! watchers, meet at a start line, then run until `--total` operations (claimed from a
+//! shared counter) or `--duration`; their histograms are merged at the end.
+//!
+//! Invariants: the measured phase starts only when every core is ready; latencies are
+//! recorded only for successful operations, failures are counted; nothing is shared
+//! between cores but atomic counters. Never: retry a failed request (that would hide
+//! errors), or sleep to pace anything but `--rate`.
+//!
+//! `--protocol` exists so that an etcd gRPC driver can join later (the same workloads
+//! against real etcd in the same run); only `binary` is built.
+
+pub mod config;
+pub mod keys;
+pub mod report;
+pub mod worker;
+
+#[cfg(test)]
+mod run_tests;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use config::{Config, Workload};
+use report::{histogram, Report};
+use worker::{CoreResult, Gate, Plan, Shared};
+
+/// Splits connections, clients and watchers over the cores that get work.
+pub fn plans(config: &Config) -> Vec<Plan> {
+    let cores = config.cores.min(config.connections).max(1);
+    let mut plans: Vec<Plan> = (0..cores)
+        .map(|core| Plan {
+            core,
+            cores,
+            connections: Vec::new(),
+            clients: Vec::new(),
+            watchers: Vec::new(),
+        })
+        .collect();
+    for connection in 0..config.connections {
+        plans[connection % cores].connections.push(connection);
+    }
+    for client in 0..config.clients {
+        let connection = client % config.connections;
+        plans[connection % cores].clients.push((client, connection));
+    }
+    if config.workload == Workload::Watch {
+        for watcher in 0..config.watchers {
+            let connection = watcher % config.connections;
+            plans[connection % cores]
+                .watchers
+                .push((watcher, connection));
+        }
+    }
+    plans
+}
+
+/// Runs the benchmark and returns what it measured.
+pub fn run(config: Config) -> Result<Report, String> {
+    worker::init_epoch();
+    let plans = plans(&config);
+    let shared = Arc::new(Shared::default());
+    let gate = Arc::new(Gate::default());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut handles = Vec::new();
+    let mut spawn_error = None;
+    for plan in plans {
+        let core = plan.core;
+        let config = config.clone();
+        let shared = shared.clone();
+        let gate = gate.clone();
+        let spawned = LocalExecutorBuilder::new(Placement::Fixed(core % cpus))
+            .name(&format!("bench-{core}"))
+            .spawn(move || async move { worker::run_core(config, plan, shared, gate).await });
+        match spawned {
+            Ok(handle) => handles.push(handle),
+            Err(error) => {
+                spawn_error = Some(format!("cannot start executor {core}: {error}"));
+                break;
+            }
+        }
+    }
+    gate.wait_arrivals(handles.len());
+    let started = Instant::now();
+    gate.open(spawn_error.is_none());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress = (report::stderr_is_terminal() && spawn_error.is_none())
+        .then(|| report::progress(config.stop, shared.completed.clone(), done.clone()));
+    let mut results: Vec<CoreResult> = Vec::new();
+    let mut failures = Vec::new();
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(result)) => results.push(result),
+            Ok(Err(error)) => failures.push(error),
+            Err(error) => failures.push(format!("executor failed: {error}")),
+        }
+    }
+    let elapsed = started.elapsed();
+    done.store(true, Ordering::Release);
+    if let Some(progress) = progress {
+        progress.thread().unpark();
+        let _ = progress.join();
+    }
+    if let Some(error) = spawn_error {
+        return Err(error);
+    }
+    if !failures.is_empty() {
+        return Err(failures.join("; "));
+    }
+    let mut latency = histogram();
+    let mut put_latency = histogram();
+    let (mut ops, mut errors, mut puts) = (0, 0, 0);
+    let mut first_error = None;
+    for result in results {
+        ops += result.ops;
+        errors += result.errors;
+        puts += result.puts;
+        latency
+            .add(&result.latency)
+            .map_err(|error| format!("merging histograms: {error}"))?;
+        put_latency
+            .add(&result.put_latency)
+            .map_err(|error| format!("merging histograms: {error}"))?;
+        first_error = first_error.or(result.first_error);
+    }
+    Ok(Report {
+        puts: (config.workload == Workload::Watch).then_some((puts, put_latency)),
+        config,
+        ops,
+        errors,
+        elapsed,
+        latency,
+        first_error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections go round-robin to cores, clients to connections, and no core gets
+    /// a client whose connection it does not open.
+    #[test]
+    fn plans_spread_work() {
+        let mut config =
+            config::parse(&["put".to_string(), "--clients=5".to_string()]).expect("config");
+        config.cores = 2;
+        config.connections = 3;
+        let plans = plans(&config);
+        assert_eq!(plans.len(), 2);
+        assert_eq!(plans[0].connections, vec![0, 2]);
+        assert_eq!(plans[1].connections, vec![1]);
+        for plan in &plans {
+            for (_, connection) in &plan.clients {
+                assert!(plan.connections.contains(connection));
+            }
+        }
+        let clients: usize = plans.iter().map(|p| p.clients.len()).sum();
+        assert_eq!(clients, 5);
+        config.connections = 1;
+        assert_eq!(
+            super::plans(&config).len(),
+            1,
+            "one connection uses one core"
+        );
+    }
+}
