@@ -227,6 +227,10 @@ struct Sim<'t> {
     /// Some seeds run without check-quorum so that deposed leaders linger and ReadIndex
     /// must protect reads on its own.
     check_quorum: bool,
+    /// Each Ready's write takes 0..=this many milliseconds (writes stay in order).
+    disk_latency_ms_max: u64,
+    /// Acknowledge all writes that completed together with one `on_persisted` call.
+    ack_per_group: bool,
     crash_ppm: u64,
     partition_ppm: u64,
     conf_change_ppm: u64,
@@ -290,6 +294,12 @@ impl<'t> Sim<'t> {
             phase: Phase::Faults,
             snapshot_every: rng.between(5, 200),
             check_quorum: rng.chance(750_000),
+            disk_latency_ms_max: if rng.chance(300_000) {
+                rng.between(5, 30)
+            } else {
+                4
+            },
+            ack_per_group: rng.chance(500_000),
             crash_ppm: rng.between(0, 4_000),
             partition_ppm: rng.between(0, 4_000),
             conf_change_ppm: rng.between(0, 5_000),
@@ -310,8 +320,8 @@ impl<'t> Sim<'t> {
         // Probe whether the sink wants lines; a no-op sink costs nothing either way.
         sim.tracing = true;
         sim.trace_line(format!(
-            "seed {seed}: {members} members, faults {faults:?}, snapshot every {} entries, check-quorum {}",
-            sim.snapshot_every, sim.check_quorum
+            "seed {seed}: {members} members, faults {faults:?}, snapshot every {} entries, check-quorum {}, disk latency <= {}ms, group acks {}",
+            sim.snapshot_every, sim.check_quorum, sim.disk_latency_ms_max, sim.ack_per_group
         ));
         for id in initial {
             let phase = sim.rng.below(TICK_MS);

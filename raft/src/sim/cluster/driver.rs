@@ -33,7 +33,7 @@ impl Sim<'_> {
                 let now = self.now;
                 self.net.send(&mut self.rng, now, message);
             }
-            let latency = self.rng.between(0, 4);
+            let latency = self.rng.between(0, self.disk_latency_ms_max);
             let now = self.now;
             let node = self.nodes.get_mut(&id).expect("listed");
             let done_at = node.jobs.back().map_or(0, |j| j.done_at).max(now + latency);

@@ -189,7 +189,10 @@ impl Sim<'_> {
 
     pub(super) fn complete_disk_writes(&mut self) -> Result<(), String> {
         let now = self.now;
+        // Some drivers acknowledge a whole group commit with one call.
+        let ack_per_group = self.ack_per_group;
         for (id, node) in self.nodes.iter_mut() {
+            let mut durable_number = None;
             while node.jobs.front().is_some_and(|j| j.done_at <= now) {
                 let job = node.jobs.pop_front().expect("front exists");
                 let disk = &mut node.disk;
@@ -234,10 +237,20 @@ impl Sim<'_> {
                     disk.ever_snapshot_index = disk.ever_snapshot_index.max(s.meta.index.0);
                 }
                 disk.written = true;
+                if ack_per_group {
+                    durable_number = Some(job.number);
+                } else {
+                    node.raft
+                        .as_mut()
+                        .expect("jobs exist only while alive")
+                        .on_persisted(job.number);
+                }
+            }
+            if let Some(number) = durable_number {
                 node.raft
                     .as_mut()
                     .expect("jobs exist only while alive")
-                    .on_persisted(job.number);
+                    .on_persisted(number);
             }
         }
         Ok(())
