@@ -4,6 +4,7 @@
 //!   raft-sim --seeds 100000 [--start 0] [--fault-ms 3000]
 //!   raft-sim --seed 1234 --trace
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -40,15 +41,17 @@ fn main() -> ExitCode {
             }
         }
     }
+    let mut stdout = std::io::stdout().lock();
     let mut print = |line: &str| {
         if trace {
-            println!("{line}");
+            // A closed pipe (`| head`) just ends the output; the run itself goes on.
+            let _ = writeln!(stdout, "{line}");
         }
     };
     if let Some(seed) = single {
         return match run_seed_catching(seed, &options, &mut print) {
             Ok(report) => {
-                println!("seed {seed} passed: {report:?}");
+                let _ = writeln!(std::io::stdout(), "seed {seed} passed: {report:?}");
                 ExitCode::SUCCESS
             }
             Err(failure) => {
