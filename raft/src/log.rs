@@ -331,3 +331,105 @@ impl RaftLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::EntryKind;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            kind: EntryKind::Normal,
+            data: vec![index as u8],
+        }
+    }
+
+    fn log_with_terms(terms: &[u64]) -> RaftLog {
+        let mut log = RaftLog::new();
+        log.append(
+            terms
+                .iter()
+                .enumerate()
+                .map(|(k, t)| entry(k as u64 + 1, *t)),
+        );
+        log
+    }
+
+    // A conflicting append truncates the uncommitted suffix, marks it unstable again and
+    // pulls `persisted` back below the overwrite.
+    #[test]
+    fn conflict_truncates_and_rewinds_markers() {
+        let mut log = log_with_terms(&[1, 1, 2, 2, 2]);
+        let _ = log.take_unstable();
+        log.persisted = LogIndex(5);
+        log.commit_to(LogIndex(2));
+        let last = log.maybe_append(LogIndex(2), Term(1), LogIndex(2), vec![entry(3, 3)]);
+        assert_eq!(last, Some(LogIndex(3)));
+        assert_eq!(log.last_index(), LogIndex(3));
+        assert_eq!(log.term(LogIndex(3)), Some(Term(3)));
+        assert_eq!(log.unstable_from, LogIndex(3));
+        assert_eq!(log.persisted, LogIndex(2));
+    }
+
+    // A stale append that matches what we hold changes nothing, including the suffix.
+    #[test]
+    fn matching_append_keeps_longer_suffix() {
+        let mut log = log_with_terms(&[1, 1, 2, 2]);
+        let last = log.maybe_append(LogIndex(1), Term(1), LogIndex(0), vec![entry(2, 1)]);
+        assert_eq!(last, Some(LogIndex(2)));
+        assert_eq!(log.last_index(), LogIndex(4));
+    }
+
+    // Overwriting a committed entry is a safety violation and panics.
+    #[test]
+    #[should_panic(expected = "refusing to overwrite committed entry")]
+    fn overwriting_committed_entry_panics() {
+        let mut log = log_with_terms(&[1, 1, 2]);
+        log.commit_to(LogIndex(3));
+        log.maybe_append(LogIndex(2), Term(1), LogIndex(3), vec![entry(3, 3)]);
+    }
+
+    // The rejection hint names the first index of the conflicting term, or last + 1
+    // when the follower is short; the leader skips to after its last entry of that term.
+    #[test]
+    fn conflict_hints_skip_whole_terms() {
+        let follower = log_with_terms(&[1, 1, 2, 2, 2, 2]);
+        assert_eq!(
+            follower.conflict_hint(LogIndex(6)),
+            (LogIndex(3), Some(Term(2)))
+        );
+        assert_eq!(follower.conflict_hint(LogIndex(9)), (LogIndex(7), None));
+        let leader = log_with_terms(&[1, 1, 3, 3]);
+        assert_eq!(leader.next_after_term(Term(2), LogIndex(4)), None);
+        assert_eq!(
+            leader.next_after_term(Term(1), LogIndex(4)),
+            Some(LogIndex(3))
+        );
+    }
+
+    // Compaction drops the prefix but keeps the term of the compaction point; restore
+    // replaces everything with the snapshot point.
+    #[test]
+    fn compaction_and_restore_keep_the_boundary_term() {
+        let mut log = log_with_terms(&[1, 2, 2, 3]);
+        let _ = log.take_unstable();
+        log.persisted = LogIndex(4);
+        log.commit_to(LogIndex(3));
+        assert_eq!(log.take_applicable(u64::MAX).len(), 3);
+        log.compact(LogIndex(2));
+        assert_eq!(log.first_index(), LogIndex(3));
+        assert_eq!(log.term(LogIndex(2)), Some(Term(2)));
+        assert_eq!(log.term(LogIndex(1)), None);
+        assert_eq!(log.slice(LogIndex(2), u64::MAX), None);
+        log.restore(&SnapshotMeta {
+            index: LogIndex(10),
+            term: Term(4),
+            conf_state: Default::default(),
+        });
+        assert_eq!(log.last_index(), LogIndex(10));
+        assert_eq!(log.committed, LogIndex(10));
+        assert!(log.matches(LogIndex(10), Term(4)));
+    }
+}
