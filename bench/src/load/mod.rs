@@ -71,7 +71,7 @@ pub fn run(config: Config) -> Result<Report, String> {
     let plans = plans(&config);
     let shared = Arc::new(Shared::default());
     let gate = Arc::new(Gate::default());
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let allowed = allowed_cpus();
     let mut handles = Vec::new();
     let mut spawn_error = None;
     for plan in plans {
@@ -79,7 +79,11 @@ pub fn run(config: Config) -> Result<Report, String> {
         let config = config.clone();
         let shared = shared.clone();
         let gate = gate.clone();
-        let spawned = LocalExecutorBuilder::new(Placement::Fixed(core % cpus))
+        let placement = match allowed.get(core % allowed.len().max(1)) {
+            Some(cpu) => Placement::Fixed(*cpu),
+            None => Placement::Unbound,
+        };
+        let spawned = LocalExecutorBuilder::new(placement)
             .name(&format!("bench-{core}"))
             .spawn(move || async move { worker::run_core(config, plan, shared, gate).await });
         match spawned {
@@ -142,6 +146,22 @@ pub fn run(config: Config) -> Result<Report, String> {
         latency,
         first_error,
     })
+}
+
+/// The CPUs this process may run on (a container's CPU set need not start at 0);
+/// empty if the set cannot be read, and executors then float.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data that may be zeroed; sched_getaffinity writes at
+    // most size_of::<cpu_set_t>() bytes into it, and CPU_ISSET reads within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|cpu| libc::CPU_ISSET(*cpu, &set))
+            .collect()
+    }
 }
 
 #[cfg(test)]
