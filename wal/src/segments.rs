@@ -43,11 +43,19 @@ fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
     ))
 }
 
+/// Lists the segments of `dir` in sequence order (checking there is no hole), after
+/// removing a stale prepared segment left by an earlier run.
 pub(crate) async fn list_segments<D: Disk>(disk: &D, dir: &Path) -> Result<Vec<SegmentInfo>> {
     let names = disk
         .list_dir(dir)
         .await
         .map_err(|source| WalError::io("list WAL directory", dir, source))?;
+    if names.iter().any(|name| name == PREPARED_SEGMENT_NAME) {
+        let stale = dir.join(PREPARED_SEGMENT_NAME);
+        disk.remove_file(&stale)
+            .await
+            .map_err(|source| WalError::io("remove stale prepared segment", &stale, source))?;
+    }
     let mut segments: Vec<SegmentInfo> = names
         .iter()
         .filter_map(|name| {

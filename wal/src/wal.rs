@@ -47,7 +47,7 @@ use crate::format::{
     RECORD_HEADER_LEN,
 };
 use crate::replay::{scan_segment, EntryPlacement, LogState, TornTail, Tracker};
-use crate::segments::{list_segments, prepare_last_segment, SegmentInfo, PREPARED_SEGMENT_NAME};
+use crate::segments::{list_segments, prepare_last_segment, SegmentInfo};
 use crate::types::{Entry, HardState, LogIndex, Metadata, ShardId, SnapshotMarker, WalRecord};
 
 /// Default segment size (etcd uses 64 MB segments too).
@@ -327,12 +327,6 @@ impl<D: Disk> Wal<D> {
             .await
             .map_err(|source| WalError::io("create WAL directory", &dir, source))?;
         let segments = list_segments(&*disk, &dir).await?;
-        let stale = dir.join(PREPARED_SEGMENT_NAME);
-        if disk.map_file(&stale).await.is_ok() {
-            disk.remove_file(&stale)
-                .await
-                .map_err(|source| WalError::io("remove stale prepared segment", &stale, source))?;
-        }
         let mut state = LogState::new(replay_from);
         let mut torn_tail = None;
         let mut last_scan = None;
