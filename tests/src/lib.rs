@@ -1,5 +1,271 @@
 //! corekv-tests: tests that span crates or processes.
 //!
-//! Multi-process integration tests (real `corekv` processes on loopback, killed and
-//! restarted), cluster fault tests and compatibility tests with the real `etcdctl` live
-//! here as they arrive. Tests of a single pure crate live beside that crate.
+//! This library is the harness: [`TestServer`] runs a real `corekv` process on free
+//! loopback ports with its own data directory, and can stop it (SIGTERM), kill it
+//! (SIGKILL) and restart it on the same data; [`run_client`] runs client code on a
+//! glommio executor. The tests themselves live in `tests/tests/`. Tests of one pure
+//! crate live beside that crate.
+//!
+//! The server binary is found through `COREKV_BIN`, or next to the test executable
+//! (`target/<profile>/corekv`); if it is not there it is built once with the test
+//! profile, so `cargo test` alone is enough.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use corekv_net::client::Client;
+
+/// How long a server may take to start serving.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `corekv` binary under test.
+pub fn server_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        if let Some(path) = std::env::var_os("COREKV_BIN") {
+            return PathBuf::from(path);
+        }
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> -> target/<profile>/corekv
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let binary = profile_dir.join("corekv");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--profile",
+                "test",
+                "-p",
+                "corekv-net",
+                "--bin",
+                "corekv",
+            ])
+            .status()
+            .expect("run cargo to build the corekv binary");
+        assert!(status.success(), "building the corekv binary failed");
+        assert!(
+            binary.exists(),
+            "corekv binary not found at {}",
+            binary.display()
+        );
+        binary
+    })
+}
+
+/// A port nobody listens on right now, below the kernel's ephemeral range (32768+):
+/// probing an ephemeral port with no listener can connect the socket to itself.
+pub fn free_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let start = 20_000 + (std::process::id() % 500) as u16 * 20;
+    loop {
+        let offset = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 10_000;
+        let port = start.wrapping_add(offset) % 12_000 + 20_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `/tmp/corekv-test-<name>-<pid>-<n>`.
+    pub fn new(name: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path =
+            std::env::temp_dir().join(format!("corekv-test-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // COREKV_TEST_KEEP=1 keeps the data of failed runs for a post-mortem.
+        if std::env::var_os("COREKV_TEST_KEEP").is_some() {
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `corekv` process under test.
+#[derive(Debug)]
+pub struct TestServer {
+    child: Option<Child>,
+    /// Binary protocol address.
+    pub address: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    _dir: Option<TempDir>,
+}
+
+impl TestServer {
+    /// Starts a server on a free port with a fresh data dir and `extra` flags.
+    pub fn start(name: &str, extra: &[&str]) -> Result<TestServer> {
+        let dir = TempDir::new(name);
+        let data_dir = dir.path().join("data");
+        let log = dir.path().join("server.log");
+        let mut server = TestServer::configure(&data_dir, extra, log);
+        server._dir = Some(dir);
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// A server on a free port using `data_dir` (not started).
+    pub fn configure(data_dir: &Path, extra: &[&str], log: PathBuf) -> TestServer {
+        let address = format!("127.0.0.1:{}", free_port());
+        let mut args = vec![
+            "--data-dir".to_string(),
+            data_dir.display().to_string(),
+            "--listen-binary-urls".to_string(),
+            address.clone(),
+            "--cores".to_string(),
+            "2".to_string(),
+        ];
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        TestServer {
+            child: None,
+            address,
+            data_dir: data_dir.to_path_buf(),
+            args,
+            log,
+            _dir: None,
+        }
+    }
+
+    /// Starts the process and waits until it says it is serving.
+    pub fn spawn(&mut self) -> Result<()> {
+        let started_before = self.log_text().matches(" serving ").count();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(server_binary())
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("start corekv")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if self.log_text().matches(" serving ").count() > started_before {
+                return Ok(());
+            }
+            if let Some(status) = self.child.as_mut().expect("just spawned").try_wait()? {
+                bail!(
+                    "corekv exited with {status} during start-up: {}",
+                    self.log_text()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "corekv did not start within {START_TIMEOUT:?}: {}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// What the server wrote to stderr.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(&mut self) -> Result<Option<i32>> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(None);
+        };
+        // SAFETY: kill(2) on the pid of a child we own and have not reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("corekv did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Restarts on the same data dir and address.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// Runs `body` with a client connected to this server.
+    pub fn with_client<T, F, Fut>(&self, body: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        let address = self.address.clone();
+        let log = self.log.clone();
+        run_client(move || async move {
+            let client = match Client::connect(&address).await {
+                Ok(client) => client,
+                Err(error) => {
+                    let log = std::fs::read_to_string(&log).unwrap_or_default();
+                    panic!("cannot connect to the test server: {error}\nserver log:\n{log}");
+                }
+            };
+            body(client).await
+        })
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `body` on a fresh glommio executor and returns its output.
+pub fn run_client<T, F, Fut>(body: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .io_memory(1 << 20)
+        .spawn(body)
+        .expect("start a client executor")
+        .join()
+        .expect("client executor panicked")
+}

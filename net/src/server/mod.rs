@@ -107,6 +107,23 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
     raise_memlock_limit();
     install_signal_handlers();
     let _lock = lock_data_dir(&config)?;
+    // The executors bind with SO_REUSEPORT, which would silently share a port with
+    // another server of the same user. A listener that answers a connect means the
+    // address is taken. (A plain bind is no test: the TIME_WAIT sockets a previous run
+    // left behind make it fail although the port is free.)
+    // After a kill -9 the kernel keeps a dead server's listeners for a few milliseconds
+    // (io_uring still holds them), so only a listener that lasts a second counts.
+    for address in &config.binary_addresses {
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while std::net::TcpStream::connect_timeout(address, Duration::from_millis(200)).is_ok() {
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "cannot listen on {address}: Address already in use (another process is listening)"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let config = Arc::new(config);
     let cores = config.cores;
     let mut to_shard_senders = Vec::new();
