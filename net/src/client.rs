@@ -14,6 +14,11 @@
 //! socket error) every request in flight fails with [`ClientError::ConnectionLost`],
 //! and so does every later request: the client never reconnects by itself.
 //!
+//! Not bounded by the client: a watch's frames queue in memory until [`Watch::next`]
+//! takes them (read them promptly; the server bounds what it buffers per watch), and
+//! calls have no deadline of their own (wrap them in a timer, as `corekvctl` does with
+//! `--command-timeout`).
+//!
 //! Invariants: at most `in_flight_max` unary requests are outstanding per connection
 //! (callers beyond wait); request ids start at 1 and increase (0 is reserved by the
 //! protocol); a request larger than the server's frame limit is refused locally, so it
@@ -417,6 +422,24 @@ impl Client {
             }),
             shared,
         })
+    }
+
+    /// Connects, retrying refused or failed connections every `retry_interval` until
+    /// `deadline` passes (for a server that is still starting); returns the last error
+    /// then. Handshake failures are not retried: something else is listening.
+    pub async fn connect_until(
+        address: &str,
+        deadline: std::time::Instant,
+        retry_interval: Duration,
+    ) -> Result<Client, ClientError> {
+        loop {
+            match Client::connect(address).await {
+                Err(ClientError::Connect { .. }) if std::time::Instant::now() < deadline => {
+                    glommio::timer::sleep(retry_interval).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// The address this client connected to.

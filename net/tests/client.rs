@@ -459,3 +459,35 @@ fn malformed_frame_gets_error_frame_and_close() {
         }
     );
 }
+
+/// `connect_until` gives up with the connect error once the deadline has passed, and
+/// connects to a server that is up.
+#[test]
+fn connect_until_waits_for_the_server() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let refused = address.clone();
+    let error = run(move || async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(100);
+        Client::connect_until(&refused, deadline, std::time::Duration::from_millis(10))
+            .await
+            .unwrap_err()
+    });
+    assert!(matches!(error, ClientError::Connect { .. }), "{error}");
+    let server = FakeServer::start();
+    run(move || async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let client = Client::connect_until(
+            &server.address,
+            deadline,
+            std::time::Duration::from_millis(10),
+        )
+        .await
+        .expect("connects");
+        client.status().await.expect("status");
+    });
+}
