@@ -103,7 +103,7 @@ flags:
   --clients N                  concurrent clients (default 1)
   --connections N              TCP connections shared by the clients (default 1)
   --pipeline N                 requests in flight per client (default 1)
-  --total N | --duration D     stop after N ops (default 10000) or after D (e.g. 10s)
+  --total N | --duration D     stop after N ops (watch: N puts; default 10000) or after D (e.g. 10s)
   --rate R                     target ops/s over all clients (default: unlimited)
   --key-size B                 key bytes, zero-padded decimal (default 8)
   --value-size B               value bytes (default 256)

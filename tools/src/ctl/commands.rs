@@ -16,12 +16,7 @@ use super::output::{self, Format, GetPrint, Json, Object};
 use super::txn::{parse_txn, DEL_FLAGS, GET_FLAGS, PUT_FLAGS};
 use super::{connect, with_timeout, CtlError, Global};
 
-const WATCH_FLAGS: &[FlagSpec] = &[
-    switch("prefix"),
-    value("rev"),
-    switch("prev-kv"),
-    switch("progress-notify"),
-];
+const WATCH_FLAGS: &[FlagSpec] = &[switch("prefix"), value("rev"), switch("prev-kv")];
 
 /// Runs `command` with `args`.
 pub async fn dispatch(global: &Global, command: &str, args: &[String]) -> Result<(), CtlError> {
