@@ -71,7 +71,7 @@ impl Sim<'_> {
                 output: None,
             },
             status: OpStatus::Pending,
-            must_succeed: self.phase == Phase::Stable,
+            must_succeed: self.phase == Phase::Stable && self.caught_up(target),
         });
         let deadline = self.now + CLIENT_TIMEOUT_MS;
         let node = self.nodes.get_mut(&target).expect("candidate");
@@ -169,8 +169,15 @@ impl Sim<'_> {
                 context: Vec::new(),
             }
         } else {
+            // Mostly etcd's recommended learner-then-promote; sometimes a plain add of
+            // a voter with an empty log.
+            let kind = if self.rng.chance(700_000) {
+                ConfChangeKind::AddLearner
+            } else {
+                ConfChangeKind::AddVoter
+            };
             ConfChange {
-                kind: ConfChangeKind::AddLearner,
+                kind,
                 member: MemberId(self.next_id),
                 context: Vec::new(),
             }
@@ -184,7 +191,7 @@ impl Sim<'_> {
             return;
         }
         self.trace_line(format!("operator proposes {change:?} at {leader}"));
-        if change.kind == ConfChangeKind::AddLearner {
+        if change.member.0 == self.next_id {
             let id = MemberId(self.next_id);
             self.next_id += 1;
             let cfg = self.config(id);
@@ -234,5 +241,24 @@ impl Sim<'_> {
         node.disk.entries.retain(|e| e.index > index);
         node.disk.ever_snapshot_index = node.disk.ever_snapshot_index.max(index.0);
         node.disk.snapshot = Some(snapshot);
+    }
+
+    /// Whether `member` has applied everything the stable leader has committed: after
+    /// healing, operations at such members must succeed within the client timeout (a
+    /// member still catching up, say a voter just added with an empty log on a slow
+    /// disk, may legitimately take longer; its convergence is checked by the drain).
+    pub(super) fn caught_up(&self, member: MemberId) -> bool {
+        let Some(leader) = self.stable_leader() else {
+            return false;
+        };
+        let commit = self.nodes[&leader]
+            .raft
+            .as_ref()
+            .expect("alive")
+            .commit_index();
+        self.nodes[&member]
+            .raft
+            .as_ref()
+            .is_some_and(|r| r.status().applied >= commit)
     }
 }
