@@ -113,7 +113,21 @@ async fn raw_write_sync(path: &Path, samples: usize, preallocated: bool) -> Resu
     Ok(histogram)
 }
 
+/// User plus system CPU time this process has used (every thread, io_uring workers too).
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct we pass, which is zero-initialised and
+    // owned by this frame.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let micros = |time: libc::timeval| time.tv_sec as u64 * 1_000_000 + time.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
 struct RunResult {
+    cpu: Duration,
     snapshot_duration: Option<Duration>,
     records: u64,
     elapsed: Duration,
@@ -181,6 +195,7 @@ async fn run_appenders(
     let warmup = Duration::from_secs_f64((seconds / 5.0).min(1.0));
     glommio::timer::sleep(warmup).await;
     let stats_before = wal.stats();
+    let cpu_before = cpu_time();
     let started = Instant::now();
     measuring.set(true);
     let snapshot_save = if snapshot_bytes > 0 {
@@ -201,6 +216,7 @@ async fn run_appenders(
     };
     measuring.set(false);
     let elapsed = started.elapsed();
+    let cpu = cpu_time() - cpu_before;
     let stats_after = wal.stats();
     stop.set(true);
     for task in tasks {
@@ -213,6 +229,7 @@ async fn run_appenders(
     std::fs::remove_dir_all(dir).ok();
     let latency = latency.borrow().clone();
     Ok(RunResult {
+        cpu,
         snapshot_duration,
         records: records.get(),
         elapsed,
@@ -244,8 +261,8 @@ fn main() -> Result<()> {
                 micros(&raw_overwrite, 0.99)
             );
             println!(
-                "{:>9} {:>12} {:>9} {:>10} {:>10} {:>10} {:>10} {:>13}",
-                "appenders", "records/s", "MB/s", "fsyncs/s", "p50 us", "p99 us", "max us", "records/batch"
+                "{:>9} {:>12} {:>9} {:>10} {:>10} {:>10} {:>10} {:>13} {:>13}",
+                "appenders", "records/s", "MB/s", "fsyncs/s", "p50 us", "p99 us", "max us", "records/batch", "cpu us/record"
             );
             let mut single_p50 = None;
             for &appenders in &options.appenders {
@@ -263,7 +280,7 @@ fn main() -> Result<()> {
                     single_p50 = Some(p50);
                 }
                 println!(
-                    "{:>9} {:>12.0} {:>9.1} {:>10.0} {:>10.1} {:>10.1} {:>10.1} {:>13.1}",
+                    "{:>9} {:>12.0} {:>9.1} {:>10.0} {:>10.1} {:>10.1} {:>10.1} {:>13.1} {:>13.2}",
                     appenders,
                     run.records as f64 / seconds,
                     (run.records as f64 * RECORD_PAYLOAD_BYTES as f64) / seconds / 1e6,
@@ -272,6 +289,7 @@ fn main() -> Result<()> {
                     micros(&run.latency, 0.99),
                     run.latency.max() as f64 / 1000.0,
                     run.records as f64 / run.batches.max(1) as f64,
+                    run.cpu.as_secs_f64() * 1e6 / run.records.max(1) as f64,
                 );
             }
             // Taking a snapshot must not stall writes: 64 appenders while a 64 MiB snapshot
