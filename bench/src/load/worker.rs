@@ -289,7 +289,7 @@ async fn prefill(
     let mut tasks = Vec::new();
     // Every core opens at least one connection (cores never outnumber connections).
     let connections = &plan.connections;
-    let slots = connections.len() * config.pipeline.max(plan.clients.len());
+    let slots = (plan.clients.len() * config.pipeline).max(connections.len());
     for slot in 0..slots {
         let client = client_of(connections[slot % connections.len()]);
         let next = next.clone();
