@@ -6,6 +6,9 @@
 //!   protobuf structs): snake_case header fields, keys and values base64, zero values
 //!   omitted (`omitempty`), lease ids in decimal.
 //!
+//! Where etcdctl refuses a combination, corekvctl prints something useful instead:
+//! `get --count-only` in simple form prints the count (etcdctl insists on `-w fields`).
+//!
 //! Every printer returns the text; the caller writes it, so tests can check shapes.
 
 use std::fmt::Write;
