@@ -281,7 +281,7 @@ impl RawNode {
 
     /// Proposes commands, one entry each, replicated together in the next Ready. On a
     /// follower they are forwarded to the leader; with no leader the error is etcd's
-    /// "etcdserver: no leader".
+    /// "etcdserver: no leader". An empty batch is a caller bug and panics.
     pub fn propose_batch(&mut self, commands: Vec<Vec<u8>>) -> Result<Proposed, Error> {
         assert!(!commands.is_empty(), "empty proposal batch");
         match self.role {
