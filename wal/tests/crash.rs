@@ -142,6 +142,37 @@ fn crash_at_every_operation() {
     }
 }
 
+/// An EIO or ENOSPC at every single disk operation of the script (the process keeps
+/// running; the log poisons itself or the failing call reports the error), followed by a
+/// restart with or without power loss, recovers a prefix holding every acknowledged
+/// append, and the log works again.
+#[test]
+fn error_at_every_operation() {
+    let script = script();
+    let config = small_config();
+    let probe = SimDisk::new(7);
+    probe.set_yield_on_io(true);
+    run_script(&probe, &config, &script);
+    let operations = probe.operation_count();
+    for fail_at in 1..=operations {
+        for (errno, mode) in [
+            (libc::EIO, CrashMode::LoseUnsynced),
+            (libc::ENOSPC, CrashMode::KeepUnsynced),
+        ] {
+            let disk = SimDisk::new(fail_at);
+            disk.set_yield_on_io(true);
+            disk.fail_operation(fail_at, errno);
+            let log = run_script(&disk, &config, &script);
+            disk.restart(mode);
+            let (recovered, replay_from) = recover(&disk, &config).unwrap_or_else(|error| {
+                panic!("errno {errno} at operation {fail_at}: recovery failed: {error}")
+            });
+            check_prefix(&log, &recovered, replay_from);
+            append_after_recovery(&disk, &config, &recovered, replay_from);
+        }
+    }
+}
+
 fn step_strategy() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => (1usize..40, 0usize..1500).prop_map(|(appenders, payload)| Step::Entries { appenders, payload }),
