@@ -34,10 +34,11 @@ impl RawNode {
         let next = self.log.last_index().next();
         match change.kind {
             ConfChangeKind::AddVoter | ConfChangeKind::AddLearner => {
-                self.progress
-                    .entry(member)
-                    .or_insert_with(|| Progress::new(next, tick));
-                self.needs_broadcast = true;
+                // A promoted learner keeps its progress; a new member starts probing.
+                if !self.progress.contains_key(&member) {
+                    self.progress.insert(member, Progress::new(next, tick));
+                    self.send_append(member, true);
+                }
             }
             ConfChangeKind::RemoveMember => {
                 if member == self.id {

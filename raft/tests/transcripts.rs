@@ -7,7 +7,8 @@
 //! Script syntax: `> command args` lines; the lines after a command up to the next
 //! command are its expected output; `#` lines are comments and are kept.
 //! Commands: `bootstrap ID...`, `campaign ID`, `propose ID TEXT`, `read ID REQUEST`,
-//! `transfer ID TARGET`, `tick ID COUNT`, `compact ID`, `isolate ID`, `heal`,
+//! `transfer ID TARGET`, `join ID`, `add-learner ID MEMBER`, `add-voter ID MEMBER`,
+//! `remove ID MEMBER`, `tick ID COUNT`, `compact ID`, `isolate ID`, `heal`,
 //! `stabilize`, `status ID`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -119,6 +120,25 @@ impl Harness {
                     self.nodes.insert(id.0, RawNode::bootstrap(cfg, &ids));
                 }
                 self.stabilize(out);
+            }
+            "join" => {
+                let id = MemberId(num(1));
+                self.nodes
+                    .insert(id.0, RawNode::join(Config::new(id, id.0)));
+            }
+            "add-learner" | "add-voter" | "remove" => {
+                let kind = match words[0] {
+                    "add-learner" => corekv_raft::ConfChangeKind::AddLearner,
+                    "add-voter" => corekv_raft::ConfChangeKind::AddVoter,
+                    _ => corekv_raft::ConfChangeKind::RemoveMember,
+                };
+                let change = corekv_raft::ConfChange {
+                    kind,
+                    member: MemberId(num(2)),
+                    context: Vec::new(),
+                };
+                let result = self.node(num(1)).propose_conf_change(change);
+                writeln!(out, "{result:?}").expect("string");
             }
             "campaign" => {
                 self.node(num(1)).campaign();
@@ -283,4 +303,11 @@ fn transcript_reads_and_transfer() {
 #[test]
 fn transcript_snapshot_catch_up() {
     run_script("snapshot_catch_up.txt");
+}
+
+// A learner joins and catches up without voting, is promoted, and the old leader removes
+// itself and steps down.
+#[test]
+fn transcript_membership() {
+    run_script("membership.txt");
 }
