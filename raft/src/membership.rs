@@ -35,8 +35,10 @@ impl RawNode {
         match change.kind {
             ConfChangeKind::AddVoter | ConfChangeKind::AddLearner => {
                 // A promoted learner keeps its progress; a new member starts probing.
-                if !self.progress.contains_key(&member) {
-                    self.progress.insert(member, Progress::new(next, tick));
+                if let std::collections::btree_map::Entry::Vacant(slot) =
+                    self.progress.entry(member)
+                {
+                    slot.insert(Progress::new(next, tick));
                     self.send_append(member, true);
                 }
             }
