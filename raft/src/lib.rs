@@ -57,8 +57,16 @@
 //!
 //! # Membership
 //!
-//! One change at a time, effective when applied; see the `membership` module for why
-//! this and not joint consensus. New members start with [`RawNode::join`].
+//! One change at a time (add voter, add learner, promote learner = add voter, remove),
+//! effective when handed out for applying, not joint consensus: etcd's member API changes
+//! one member per request, and majorities of two configurations one voter apart always
+//! intersect (thesis 4.1). The leader accepts a change only after the previous one is
+//! applied and after committing an entry of its own term (Ongaro's 2015 fix), and a member
+//! with a committed but unapplied change does not campaign. New members start with
+//! [`RawNode::join`].
+//!
+//! A forwarded proposal can reach the log twice if the transport duplicates the forward;
+//! the application applies each request id once (as etcd does with request ids).
 //!
 //! # Testing
 //!
