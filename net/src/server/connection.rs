@@ -28,7 +28,8 @@ use super::config::ServerConfig;
 use super::mesh::{ClientRequest, Reply, ToShard};
 use super::shard::engine_error;
 use crate::protocol::codec::{
-    decode_request, encode_response, read_frame, server_handshake, ProtocolError,
+    decode_request, encode_response, peek_request_id, read_frame, server_handshake,
+    FRAME_HEADER_ALLOWANCE_BYTES, REQUEST_ID_CONNECTION,
 };
 use crate::protocol::{Request, Response};
 
@@ -188,18 +189,26 @@ async fn read_requests(
 ) {
     let mut buf = Vec::new();
     loop {
-        match read_frame(&mut reader, &mut buf, core.config.request_bytes_max + 64).await {
+        match read_frame(
+            &mut reader,
+            &mut buf,
+            core.config.request_bytes_max + FRAME_HEADER_ALLOWANCE_BYTES,
+        )
+        .await
+        {
             Ok(true) => {}
             Ok(false) => return,
             Err(error) => {
-                let _ = out.try_send(Outgoing::Frame(0, protocol_error(&error)));
+                let _ = out.try_send(Outgoing::Frame(REQUEST_ID_CONNECTION, error.to_response()));
                 return;
             }
         }
         let (request_id, request) = match decode_request(&buf) {
             Ok(decoded) => decoded,
             Err(error) => {
-                let _ = out.try_send(Outgoing::Frame(0, protocol_error(&error)));
+                // Answer under the frame's id when it could be read (docs/protocol.md).
+                let request_id = peek_request_id(&buf).unwrap_or(REQUEST_ID_CONNECTION);
+                let _ = out.try_send(Outgoing::Frame(request_id, error.to_response()));
                 return;
             }
         };
@@ -268,19 +277,4 @@ fn validate(request: &Request, config: &ServerConfig) -> Result<(), Response> {
         _ => Ok(()),
     };
     checked.map_err(|error| engine_error(&error))
-}
-
-/// The error frame for a frame that could not be read or decoded.
-fn protocol_error(error: &ProtocolError) -> Response {
-    let message = error.to_string();
-    if message.contains("too large") {
-        return Response::Error {
-            code: 3,
-            message: "etcdserver: request is too large".to_string(),
-        };
-    }
-    Response::Error {
-        code: 3,
-        message: format!("corekv: malformed frame: {message}"),
-    }
 }

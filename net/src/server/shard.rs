@@ -170,6 +170,9 @@ pub(crate) struct Shard {
     leases_revoking: HashSet<LeaseId>,
     last_lease_check: Instant,
     was_leader: bool,
+    /// Until the first election: a member that is the only voter campaigns at once
+    /// instead of waiting an election timeout.
+    campaign_if_sole_voter: bool,
     /// Set when the WAL failed: the shard takes no more writes.
     poisoned: Option<String>,
     shutting_down: bool,
@@ -351,13 +354,10 @@ impl Shard {
             leases_revoking: HashSet::new(),
             last_lease_check: started,
             was_leader: false,
+            campaign_if_sole_voter: true,
             poisoned: None,
             shutting_down: false,
         };
-        // A member that is the only voter need not wait an election timeout.
-        if shard.raft.conf_state().voters == [me] {
-            shard.raft.campaign();
-        }
         shard.process_readies();
         Ok(shard)
     }
@@ -682,6 +682,17 @@ impl Shard {
     /// The work after a burst of events: propose, ask for read indexes, handle readies,
     /// serve reads whose index is applied, hand out watch events, expire leases.
     fn round(&mut self) {
+        if self.campaign_if_sole_voter && self.raft.role() != Role::Leader {
+            // Raft knows the membership once the bootstrap entries (or the snapshot) are
+            // applied, which may take the first WAL write.
+            let me = MemberId(self.ids.member);
+            if self.raft.conf_state().voters == [me] {
+                self.campaign_if_sole_voter = false;
+                self.raft.campaign();
+            }
+        } else {
+            self.campaign_if_sole_voter = false;
+        }
         self.propose_writes();
         self.request_read_index();
         self.check_leases();
