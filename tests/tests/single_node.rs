@@ -301,7 +301,11 @@ fn malformed_and_oversized_frames_get_an_error_frame_and_a_close() {
             corekv_net::protocol::Response::Error { code, message } => {
                 // 8 (ResourceExhausted) for a frame over the limit, as gRPC answers an
                 // oversized message; 3 (InvalidArgument) for a malformed one.
-                let expected = if message.contains("too large") { 8 } else { 3 };
+                let expected = if message.contains("exceeds the limit") {
+                    8
+                } else {
+                    3
+                };
                 assert_eq!(code, expected, "{message}");
                 assert!(message.starts_with("corekv: protocol: "), "{message}");
             }
