@@ -150,71 +150,43 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
         }
     };
 
-    // The shard starts first and reports whether recovery worked.
+    // Core 0 recovers the shard first and reports whether that worked; only then does
+    // any core bind, so clients never reach a half-recovered store. Every core, core 0
+    // included, then binds and serves.
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
-    let shard_config = config.clone();
-    let shard_thread = LocalExecutorBuilder::new(placement(0))
-        .name("corekv-shard")
-        .io_memory(IO_MEMORY_BYTES)
-        .spawn(move || async move {
-            let config = Rc::new((*shard_config).clone());
-            let (events_tx, events_rx) = event_queue();
-            let events_tx = Rc::new(events_tx);
-            let mut shard = match Shard::open(config.clone(), events_tx.clone()).await {
-                Ok(shard) => shard,
-                Err(error) => {
-                    let _ = ready_tx.send(Err(format!("{error:#}")));
-                    return;
-                }
-            };
-            let _ = ready_tx.send(Ok(()));
-            // The cores start now; connect to each of them.
-            for receiver in to_shard_receivers {
-                glommio::spawn_local(forward(receiver, events_tx.clone())).detach();
-            }
-            let mut replies = Vec::new();
-            for sender in from_shard_senders {
-                replies.push(sender.connect().await);
-            }
-            shard.attach_cores(replies);
-            glommio::spawn_local(tick_and_watch_signals(config.heartbeat_interval, events_tx))
-                .detach();
-            if let Err(error) = shard.run(events_rx).await {
-                eprintln!("corekv: shard stopped: {error:#}");
-            }
-        })
-        .map_err(|error| anyhow!("cannot start the shard executor: {error}"))?;
-    loop {
-        match ready_rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(Ok(())) => break,
-            Ok(Err(error)) => bail!("{error}"),
-            Err(mpsc::RecvTimeoutError::Timeout) if SHUTDOWN.load(Ordering::SeqCst) => {
-                // Stopped while recovering: nothing was acknowledged yet, and recovery is
-                // as safe to interrupt as a crash.
-                std::process::exit(0);
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                bail!("the shard executor stopped during start-up")
-            }
-        }
-    }
-
-    // Then every core binds and serves.
     let (bound_tx, bound_rx) = mpsc::channel::<Result<(), String>>();
-    let mut core_threads = Vec::new();
     let mut to_shard_senders = to_shard_senders.into_iter();
     let mut from_shard_receivers = from_shard_receivers.into_iter();
+    let mut shard_parts = Some((to_shard_receivers, from_shard_senders, ready_tx));
+    let mut core_threads = Vec::new();
     for core in 0..cores {
         let to_shard = to_shard_senders.next().expect("one channel per core");
         let from_shard = from_shard_receivers.next().expect("one channel per core");
         let core_config = config.clone();
         let bound = bound_tx.clone();
+        let shard = shard_parts.take();
         let handle = LocalExecutorBuilder::new(placement(core))
             .name(&format!("corekv-core-{core}"))
             .io_memory(IO_MEMORY_BYTES)
             .spawn(move || async move {
                 let config = Rc::new((*core_config).clone());
+                let shard_task = match shard {
+                    Some((to_shard_receivers, from_shard_senders, ready)) => {
+                        match start_shard(config.clone(), to_shard_receivers, from_shard_senders)
+                            .await
+                        {
+                            Ok(task) => {
+                                let _ = ready.send(Ok(()));
+                                Some(task)
+                            }
+                            Err(error) => {
+                                let _ = ready.send(Err(format!("{error:#}")));
+                                return;
+                            }
+                        }
+                    }
+                    None => None,
+                };
                 let mut listeners = Vec::new();
                 for address in &config.binary_addresses {
                     match TcpListener::bind(address) {
@@ -236,12 +208,23 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
                 for listener in listeners {
                     accepting.push(glommio::spawn_local(accept_loop(core.clone(), listener)));
                 }
-                for task in accepting {
-                    task.await;
+                match shard_task {
+                    // Core 0's executor lives as long as the shard: its end is the server's.
+                    Some(task) => {
+                        task.await;
+                    }
+                    None => {
+                        for task in accepting {
+                            task.await;
+                        }
+                    }
                 }
             })
             .map_err(|error| anyhow!("cannot start executor for core {core}: {error}"))?;
         core_threads.push(handle);
+        if core == 0 {
+            wait_for_shard(&ready_rx)?;
+        }
     }
     for _ in 0..cores {
         match bound_rx.recv() {
@@ -263,13 +246,65 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
         config.data_dir.display()
     );
 
-    // The shard returns once shutdown finished its in-flight work.
-    shard_thread
+    // Core 0 returns once the shard finished its in-flight work after a shutdown signal.
+    let core_zero = core_threads.into_iter().next().expect("at least one core");
+    core_zero
         .join()
-        .map_err(|error| anyhow!("shard executor failed: {error}"))?;
+        .map_err(|error| anyhow!("core 0 executor failed: {error}"))?;
     // Give the cores a moment to write the last replies to their sockets.
     std::thread::sleep(Duration::from_millis(100));
     Ok(())
+}
+
+/// Recovers the shard on this executor and starts its tasks; returns the task that runs
+/// it until shutdown.
+async fn start_shard(
+    config: Rc<ServerConfig>,
+    to_shard_receivers: Vec<shared_channel::SharedReceiver<ToShard>>,
+    from_shard_senders: Vec<shared_channel::SharedSender<Vec<Reply>>>,
+) -> Result<glommio::task::JoinHandle<()>> {
+    let (events_tx, events_rx) = event_queue();
+    let events_tx = Rc::new(events_tx);
+    let mut shard = Shard::open(config.clone(), events_tx.clone()).await?;
+    for receiver in to_shard_receivers {
+        glommio::spawn_local(forward(receiver, events_tx.clone())).detach();
+    }
+    glommio::spawn_local(tick_and_watch_signals(
+        config.heartbeat_interval,
+        events_tx.clone(),
+    ))
+    .detach();
+    Ok(glommio::spawn_local(async move {
+        // Connect to every core's reply channel as the cores start.
+        let mut replies = Vec::new();
+        for sender in from_shard_senders {
+            replies.push(sender.connect().await);
+        }
+        shard.attach_cores(replies);
+        if let Err(error) = shard.run(events_rx).await {
+            eprintln!("corekv: shard stopped: {error:#}");
+        }
+    })
+    .detach())
+}
+
+/// Waits for core 0 to report the shard's recovery.
+fn wait_for_shard(ready: &mpsc::Receiver<Result<(), String>>) -> Result<()> {
+    loop {
+        match ready.recv_timeout(Duration::from_millis(50)) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(error)) => bail!("{error}"),
+            Err(mpsc::RecvTimeoutError::Timeout) if SHUTDOWN.load(Ordering::SeqCst) => {
+                // Stopped while recovering: nothing was acknowledged yet, and recovery is
+                // as safe to interrupt as a crash.
+                std::process::exit(0);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                bail!("the shard stopped during start-up")
+            }
+        }
+    }
 }
 
 /// Ticks Raft every heartbeat interval, and turns a shutdown signal into an event.
