@@ -115,7 +115,7 @@ impl Record {
         self.at(revision).filter(|v| !v.is_tombstone())
     }
 
-    fn push(&mut self, next: VersionRec) {
+    pub fn push(&mut self, next: VersionRec) {
         assert!(
             next.revision() > self.latest.revision() && next.main > self.latest.main,
             "index: versions of one key must grow by main revision"
@@ -249,15 +249,21 @@ impl Index {
         self.slots[slot as usize].as_ref()
     }
 
+    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Record> {
+        let slot = *self.tree.get(KeyBytes::new(key))?;
+        self.slots[slot as usize].as_mut()
+    }
+
     /// Appends a version to `key`, creating its record if needed.
     pub fn push(&mut self, key: &[u8], version: VersionRec) {
-        if let Some(&slot) = self.tree.get(KeyBytes::new(key)) {
-            self.slots[slot as usize]
-                .as_mut()
-                .expect("index: tree points at a live slot")
-                .push(version);
-            return;
+        match self.get_mut(key) {
+            Some(record) => record.push(version),
+            None => self.insert_new(key, version),
         }
+    }
+
+    /// Creates the record of a key that has none.
+    pub fn insert_new(&mut self, key: &[u8], version: VersionRec) {
         let record = Record::new(version);
         let slot = match self.free_slots.pop() {
             Some(slot) => {
@@ -270,7 +276,8 @@ impl Index {
                 slot
             }
         };
-        self.tree.insert(Key::new(key), slot);
+        let replaced = self.tree.insert(Key::new(key), slot);
+        assert!(replaced.is_none(), "index: insert_new of a key that has a record");
     }
 
     /// Visits `(key, record)` for every key in `[start, end)` in key order.

@@ -376,20 +376,21 @@ impl Store {
 
     fn apply_put(&mut self, batch: &mut WriteBatch, request: &PutRequest) -> PutResponse {
         let view = self.view(batch);
-        let previous = self
-            .index
-            .get(&request.key)
-            .and_then(|r| r.live_at(view))
-            .cloned();
-        let value: Box<[u8]> = match (&previous, request.ignore_value) {
+        let key = request.key.as_slice();
+        // One B-tree walk: the record is found once, read for the previous version, and
+        // the new version is pushed onto it. Fields are borrowed apart so that leases
+        // and watchers can be updated while the record is held.
+        let record = self.index.get_mut(key);
+        let previous = record.as_deref().and_then(|r| r.live_at(view));
+        let value: Box<[u8]> = match (previous, request.ignore_value) {
             (Some(previous), true) => previous.value.clone(),
             _ => request.value.as_slice().into(),
         };
-        let lease = match (&previous, request.ignore_lease) {
+        let lease = match (previous, request.ignore_lease) {
             (Some(previous), true) => previous.lease,
             _ => request.lease.0,
         };
-        let (create, version) = match &previous {
+        let (create, version) = match previous {
             Some(previous) => (previous.create, previous.version + 1),
             None => (batch.main, 1),
         };
@@ -402,25 +403,28 @@ impl Store {
             value,
         };
         batch.sub += 1;
-        if let Some(previous) = &previous {
+        if let Some(previous) = previous {
             if previous.lease != lease {
-                self.leases.detach(LeaseId(previous.lease), &request.key);
+                self.leases.detach(LeaseId(previous.lease), key);
             }
         }
         if lease != 0 {
-            self.leases.attach(LeaseId(lease), &request.key);
+            self.leases.attach(LeaseId(lease), key);
         }
         self.watches.notify(&Change {
-            key: &request.key,
+            key,
             version: &next,
-            previous: previous.as_ref(),
+            previous,
         });
-        self.index.push(&request.key, next);
         let prev_kv = if request.prev_kv {
-            previous.map(|p| p.to_key_value(&request.key, true))
+            previous.map(|p| p.to_key_value(key, true))
         } else {
             None
         };
+        match record {
+            Some(record) => record.push(next),
+            None => self.index.insert_new(key, next),
+        }
         PutResponse { prev_kv }
     }
 
