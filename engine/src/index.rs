@@ -277,7 +277,10 @@ impl Index {
             }
         };
         let replaced = self.tree.insert(Key::new(key), slot);
-        assert!(replaced.is_none(), "index: insert_new of a key that has a record");
+        assert!(
+            replaced.is_none(),
+            "index: insert_new of a key that has a record"
+        );
     }
 
     /// Visits `(key, record)` for every key in `[start, end)` in key order.
