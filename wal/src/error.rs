@@ -75,6 +75,18 @@ pub enum WalError {
     #[error("WAL is closed")]
     Closed,
 
+    /// A snapshot of the same index and term is already being written.
+    #[error("snapshot {} is already being written", path.display())]
+    SnapshotInProgress { path: PathBuf },
+
+    /// A snapshot writer's write or fdatasync failed earlier; it accepts nothing more
+    /// (durability of its file is unknown and a failed write is never retried).
+    #[error("snapshot writer for {} failed earlier ({operation}); abort it and start again", path.display())]
+    SnapshotWriterFailed {
+        path: PathBuf,
+        operation: &'static str,
+    },
+
     /// A snapshot file failed validation.
     #[error("invalid snapshot {}: {reason}", path.display())]
     InvalidSnapshot { path: PathBuf, reason: String },

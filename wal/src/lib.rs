@@ -18,9 +18,10 @@
 //! 3. For each Raft `Ready`: `wal.append(&[entries..., hard state])` and await it before
 //!    sending messages that promise durability (the append is atomic and resolves only
 //!    once durable). Appends from many tasks coalesce into one write and one fdatasync.
-//! 4. After applying up to index `i`: `snapshots.save(i, term, bytes)`, then
-//!    `wal.record_snapshot(marker)`, which appends a marker and removes segments wholly
-//!    covered by the snapshot.
+//! 4. After applying up to index `i`: `snapshots.save(i, term, bytes)` (or, to stream a
+//!    large snapshot in bounded memory, `snapshots.begin(i, term)`, `write` the chunks,
+//!    `finish`; `abort` on any error or shutdown), then `wal.record_snapshot(marker)`,
+//!    which appends a marker and removes segments wholly covered by the snapshot.
 //!
 //! If `append` ever returns [`WalError::Poisoned`], stop accepting writes and restart the
 //! process: a failed write or fsync is never retried.
@@ -68,7 +69,8 @@ pub use flusher::Flusher;
 pub use glommio_disk::{GlommioDisk, GlommioFile, MappedFile};
 pub use replay::TornTail;
 pub use snapshot::{
-    validate_snapshot, LoadedSnapshot, SnapshotMeta, SnapshotStore, SNAPSHOTS_KEPT_DEFAULT,
+    validate_snapshot, LoadedSnapshot, SnapshotFileWriter, SnapshotMeta, SnapshotStore,
+    SNAPSHOTS_KEPT_DEFAULT, SNAPSHOT_WRITE_BUFFER_BYTES_DEFAULT,
 };
 pub use types::{
     ClusterId, Entry, HardState, LogIndex, MemberId, Metadata, ShardId, SnapshotMarker, Term,

@@ -9,12 +9,15 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use common::{join_all, small_config, snap_dir, wal_dir};
+use common::{
+    join_all, small_config, snap_dir, stream_snapshot, wal_dir, SNAPSHOT_PIECES,
+    SNAPSHOT_TEST_BUFFER_BYTES,
+};
 use corekv_wal::format::BLOCK_SIZE;
 use corekv_wal::sim::{CrashMode, SimDisk, SimExecutor};
 use corekv_wal::{
     HardState, LogIndex, MemberId, Recovered, SnapshotMarker, SnapshotStore, Term, Wal, WalConfig,
-    WalError, WalRecord,
+    WalError, WalRecord, SNAPSHOT_WRITE_BUFFER_BYTES_DEFAULT,
 };
 
 /// Opens the log on `disk`, runs `body` with it (flusher running), and returns the output.
@@ -644,6 +647,27 @@ fn save_snapshot(disk: &SimDisk, index: u64, data: Vec<u8>) -> Result<(), WalErr
         .expect("save only waits on the simulated disk")
 }
 
+/// Saves through `begin`/`write`/`finish` in odd-sized pieces with a two-block buffer.
+fn stream_snapshot_sim(disk: &SimDisk, index: u64, data: Vec<u8>) -> Result<(), WalError> {
+    let disk = Rc::new(disk.clone());
+    SimExecutor::new()
+        .block_on(async move {
+            let store = SnapshotStore::new(disk, snap_dir(), 2)
+                .with_write_buffer_bytes(SNAPSHOT_TEST_BUFFER_BYTES);
+            stream_snapshot(&store, index, 1, &data).await
+        })
+        .expect("save only waits on the simulated disk")
+}
+
+type Saver = fn(&SimDisk, u64, Vec<u8>) -> Result<(), WalError>;
+
+fn snapshot_files(disk: &SimDisk, extension: &str) -> Vec<PathBuf> {
+    disk.paths()
+        .into_iter()
+        .filter(|path| path.extension().is_some_and(|e| e == extension))
+        .collect()
+}
+
 fn load_snapshot(disk: &SimDisk) -> Result<Option<(u64, Vec<u8>)>, WalError> {
     let disk = Rc::new(disk.clone());
     SimExecutor::new()
@@ -666,6 +690,12 @@ fn snapshot_bytes(index: u64) -> Vec<u8> {
 /// the new one, always valid, and at most two kept.
 #[test]
 fn snapshot_save_crash_at_every_operation() {
+    for saver in [save_snapshot as Saver, stream_snapshot_sim as Saver] {
+        crash_every_operation_of_saves(saver);
+    }
+}
+
+fn crash_every_operation_of_saves(save_snapshot: Saver) {
     let probe = SimDisk::new(13);
     save_snapshot(&probe, 10, snapshot_bytes(10)).expect("first save");
     let start = probe.operation_count();
@@ -722,4 +752,234 @@ fn snapshot_bit_flips_are_detected() {
             other => panic!("flip at {offset}: expected invalid snapshot, got {other:?}"),
         }
     }
+}
+
+/// A snapshot streamed in odd-sized pieces loads back byte for byte, and its file is
+/// byte-identical to the one `save` writes with the default buffer, for payload lengths
+/// on every side of the block and buffer boundaries (limit, limit + 1) and buffer sizes
+/// from one block up.
+#[test]
+fn streamed_snapshot_round_trips_in_odd_pieces() {
+    for buffer_bytes in [BLOCK_SIZE, 2 * BLOCK_SIZE, 5 * BLOCK_SIZE] {
+        let header = 64;
+        let lengths = [
+            0,
+            1,
+            BLOCK_SIZE - header - 1,
+            BLOCK_SIZE - header,
+            BLOCK_SIZE - header + 1,
+            buffer_bytes - header - 1,
+            buffer_bytes - header,
+            buffer_bytes - header + 1,
+            2 * buffer_bytes - header,
+            2 * buffer_bytes - header + 1,
+            7 * buffer_bytes + 333,
+        ];
+        for length in lengths {
+            let data: Vec<u8> = (0..length as u64)
+                .map(|at| (at * 131 + at / 251) as u8)
+                .collect();
+            let streamed = SimDisk::new(21);
+            let shared = Rc::new(streamed.clone());
+            let pieces_data = data.clone();
+            SimExecutor::new()
+                .block_on(async move {
+                    let store = SnapshotStore::new(shared, snap_dir(), 2)
+                        .with_write_buffer_bytes(buffer_bytes);
+                    let mut writer = store.begin(LogIndex(9), Term(3)).await?;
+                    let mut rest = &pieces_data[..];
+                    for piece in SNAPSHOT_PIECES.iter().cycle() {
+                        if rest.is_empty() {
+                            break;
+                        }
+                        let (now, later) = rest.split_at((*piece).min(rest.len()));
+                        writer.write(now).await?;
+                        rest = later;
+                    }
+                    writer.write(&[]).await?;
+                    assert_eq!(writer.payload_len(), pieces_data.len() as u64);
+                    writer.finish().await
+                })
+                .expect("save only waits on the simulated disk")
+                .unwrap_or_else(|error| panic!("buffer {buffer_bytes} length {length}: {error}"));
+            let (index, loaded) = load_snapshot(&streamed)
+                .expect("valid")
+                .expect("a snapshot exists");
+            assert_eq!(index, 9);
+            assert!(loaded == data, "buffer {buffer_bytes} length {length}");
+            let whole = SimDisk::new(22);
+            let shared = Rc::new(whole.clone());
+            let whole_data = data.clone();
+            SimExecutor::new()
+                .block_on(async move {
+                    SnapshotStore::new(shared, snap_dir(), 2)
+                        .save(LogIndex(9), Term(3), &whole_data)
+                        .await
+                })
+                .expect("save only waits on the simulated disk")
+                .expect("save");
+            let path = snap_dir().join(format!("{:016x}-{:016x}.snap", 9, 3));
+            let streamed_file = streamed.read(&path).expect("streamed file");
+            assert_eq!(
+                streamed_file.len(),
+                64 + length,
+                "exact length, padding trimmed"
+            );
+            assert!(
+                streamed_file == whole.read(&path).expect("saved file"),
+                "buffer {buffer_bytes} length {length}: same bytes as a whole save"
+            );
+            assert!(snapshot_files(&streamed, "tmp").is_empty());
+        }
+    }
+}
+
+/// `abort` removes the temp file, before or after flushes, and leaves the previous
+/// snapshot the one a restart loads, even after power loss.
+#[test]
+fn aborted_snapshot_removes_its_temp_file() {
+    for written in [0usize, 100, 5 * SNAPSHOT_TEST_BUFFER_BYTES + 17] {
+        let disk = SimDisk::new(23);
+        save_snapshot(&disk, 10, snapshot_bytes(10)).expect("first save");
+        let shared = Rc::new(disk.clone());
+        let probe = disk.clone();
+        SimExecutor::new()
+            .block_on(async move {
+                let store = SnapshotStore::new(shared, snap_dir(), 2)
+                    .with_write_buffer_bytes(SNAPSHOT_TEST_BUFFER_BYTES);
+                let mut writer = store.begin(LogIndex(20), Term(1)).await?;
+                writer.write(&vec![7u8; written]).await?;
+                assert_eq!(snapshot_files(&probe, "tmp").len(), 1, "temp file exists");
+                writer.abort().await
+            })
+            .expect("abort only waits on the simulated disk")
+            .expect("abort");
+        assert!(snapshot_files(&disk, "tmp").is_empty(), "temp file removed");
+        assert_eq!(snapshot_files(&disk, "snap").len(), 1);
+        disk.restart(CrashMode::TearUnsynced);
+        let (index, data) = load_snapshot(&disk).expect("valid").expect("a snapshot");
+        assert_eq!((index, data), (10, snapshot_bytes(10)));
+    }
+}
+
+/// A live writer's temp file survives another snapshot's prune; a second writer for the
+/// same snapshot is refused; a writer dropped without `abort` leaves its temp file to the
+/// next successful save, which removes it.
+#[test]
+fn live_writer_temp_file_is_not_pruned() {
+    let disk = SimDisk::new(24);
+    let shared = Rc::new(disk.clone());
+    let probe = disk.clone();
+    SimExecutor::new()
+        .block_on(async move {
+            let store = SnapshotStore::new(shared, snap_dir(), 2)
+                .with_write_buffer_bytes(SNAPSHOT_TEST_BUFFER_BYTES);
+            let mut streaming = store.begin(LogIndex(30), Term(2)).await?;
+            streaming.write(&snapshot_bytes(30)[..9000]).await?;
+            match store.begin(LogIndex(30), Term(2)).await {
+                Err(WalError::SnapshotInProgress { .. }) => {}
+                other => panic!("expected SnapshotInProgress, got {other:?}"),
+            }
+            // An installed snapshot saved while the local one streams.
+            store
+                .save(LogIndex(20), Term(2), &snapshot_bytes(20))
+                .await?;
+            assert_eq!(
+                snapshot_files(&probe, "tmp").len(),
+                1,
+                "live temp file kept"
+            );
+            streaming.write(&snapshot_bytes(30)[9000..]).await?;
+            let meta = streaming.finish().await?;
+            assert_eq!(meta.index, LogIndex(30));
+            let dropped = store.begin(LogIndex(40), Term(2)).await?;
+            drop(dropped);
+            assert_eq!(
+                snapshot_files(&probe, "tmp").len(),
+                1,
+                "dropped temp file left"
+            );
+            store
+                .save(LogIndex(50), Term(2), &snapshot_bytes(50))
+                .await?;
+            assert!(
+                snapshot_files(&probe, "tmp").is_empty(),
+                "stale temp pruned"
+            );
+            Ok::<(), WalError>(())
+        })
+        .expect("only waits on the simulated disk")
+        .expect("saves succeed");
+    let (index, data) = load_snapshot(&disk).expect("valid").expect("a snapshot");
+    assert_eq!((index, data), (50, snapshot_bytes(50)));
+}
+
+/// An EIO at any operation of a streamed save fails that call. When it is a flush inside
+/// `write`, the writer then refuses
+/// more bytes and `finish` (a failed write is never retried), `abort` removes the temp
+/// file, and the previous snapshot still loads.
+#[test]
+fn failed_streamed_write_poisons_the_writer() {
+    let probe = SimDisk::new(25);
+    save_snapshot(&probe, 10, snapshot_bytes(10)).expect("first save");
+    let start = probe.operation_count();
+    stream_snapshot_sim(&probe, 20, snapshot_bytes(20)).expect("streamed save");
+    let end = probe.operation_count();
+    let (mut failed_in_write, mut failed_later) = (0, 0);
+    for fail_at in start + 1..=end {
+        let disk = SimDisk::new(25);
+        save_snapshot(&disk, 10, snapshot_bytes(10)).expect("first save");
+        disk.fail_operation(fail_at, libc::EIO);
+        let shared = Rc::new(disk.clone());
+        let outcome = SimExecutor::new()
+            .block_on(async move {
+                let store = SnapshotStore::new(shared, snap_dir(), 2)
+                    .with_write_buffer_bytes(SNAPSHOT_TEST_BUFFER_BYTES);
+                let mut writer = store.begin(LogIndex(20), Term(1)).await?;
+                let data = snapshot_bytes(20);
+                for piece in data.chunks(3001) {
+                    if writer.write(piece).await.is_err() {
+                        let again = writer.write(b"x").await;
+                        assert!(
+                            matches!(again, Err(WalError::SnapshotWriterFailed { .. })),
+                            "{again:?}"
+                        );
+                        writer.abort().await?;
+                        return Ok(false);
+                    }
+                }
+                writer.finish().await.map(|_| true)
+            })
+            .expect("only waits on the simulated disk");
+        match outcome {
+            Ok(false) => {
+                failed_in_write += 1;
+                assert!(snapshot_files(&disk, "tmp").is_empty(), "temp file removed");
+                let (index, _) = load_snapshot(&disk).expect("valid").expect("a snapshot");
+                assert_eq!(index, 10);
+            }
+            // The failure hit `finish` (its own writes, sync, rename, folder sync, prune).
+            Ok(true) | Err(_) => {
+                failed_later += 1;
+                assert!(
+                    snapshot_files(&disk, "tmp").is_empty(),
+                    "fail at {fail_at}: a failed finish removes its temp file"
+                );
+                disk.restart(CrashMode::LoseUnsynced);
+                let (index, data) = load_snapshot(&disk).expect("valid").expect("a snapshot");
+                assert_eq!(data, snapshot_bytes(index));
+            }
+        }
+    }
+    assert!(
+        failed_in_write >= 2 && failed_later >= 5,
+        "flushes and finish both hit: {failed_in_write} in write, {failed_later} later"
+    );
+}
+
+/// The default staging buffer is a whole number of blocks between 1 and 4 MiB.
+#[test]
+fn default_write_buffer_is_bounded() {
+    assert_eq!(SNAPSHOT_WRITE_BUFFER_BYTES_DEFAULT % BLOCK_SIZE, 0);
+    assert!((1 << 20..=4 << 20).contains(&SNAPSHOT_WRITE_BUFFER_BYTES_DEFAULT));
 }

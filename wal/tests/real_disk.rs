@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use corekv_wal::{
     GlommioDisk, HardState, LogIndex, MemberId, SnapshotMarker, SnapshotStore, Term, Wal,
-    WalConfig, WalError, WalRecord,
+    WalConfig, WalError, WalRecord, SNAPSHOT_WRITE_BUFFER_BYTES_DEFAULT,
 };
 
 /// A folder under the system temp dir, removed on drop.
@@ -207,5 +207,57 @@ fn snapshot_round_trip_and_release() {
     assert!(
         matches!(error, Some(WalError::InvalidSnapshot { .. })),
         "{error:?}"
+    );
+}
+
+/// A snapshot several staging buffers long, streamed in odd-sized pieces on the real
+/// disk (O_DIRECT, header block written last), loads back byte for byte; an aborted
+/// writer leaves no temp file behind.
+#[test]
+fn streamed_snapshot_on_the_real_disk() {
+    let temp = TempDir::new("snapshot-stream");
+    let snap_dir = temp.0.join("snap");
+    let snap_dir_run = snap_dir.clone();
+    run(move || async move {
+        let store = SnapshotStore::new(Rc::new(GlommioDisk), &snap_dir_run, 2);
+        let payload: Vec<u8> = (0..3 * SNAPSHOT_WRITE_BUFFER_BYTES_DEFAULT as u64 + 777)
+            .map(|at| (at * 131 + at / 4093) as u8)
+            .collect();
+        let mut writer = store.begin(LogIndex(7), Term(2)).await.expect("begin");
+        for piece in payload.chunks(300_007) {
+            writer.write(piece).await.expect("write");
+        }
+        let meta = writer.finish().await.expect("finish");
+        let loaded = store
+            .load_newest()
+            .await
+            .expect("load")
+            .expect("a snapshot exists");
+        assert_eq!(loaded.meta, meta);
+        assert!(loaded.data() == payload.as_slice(), "same bytes back");
+        drop(loaded);
+
+        let mut aborted = store.begin(LogIndex(8), Term(2)).await.expect("begin");
+        aborted
+            .write(&payload[..SNAPSHOT_WRITE_BUFFER_BYTES_DEFAULT + 5])
+            .await
+            .expect("write");
+        aborted.abort().await.expect("abort");
+    });
+    let mut names: Vec<String> = std::fs::read_dir(&snap_dir)
+        .expect("list")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![format!("{:016x}-{:016x}.snap", 7, 2)],
+        "only the finished snapshot, no temp file"
     );
 }

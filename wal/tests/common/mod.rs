@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
 
+use corekv_wal::format::BLOCK_SIZE;
 use corekv_wal::sim::{SimDisk, SimExecutor};
 use corekv_wal::{
     ClusterId, HardState, LogIndex, MemberId, Metadata, Recovered, ShardId, SnapshotMarker,
@@ -272,6 +273,45 @@ fn payload_for(index: u64, term: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A staging buffer of two blocks, so that a test snapshot of a few blocks flushes
+/// several times.
+pub const SNAPSHOT_TEST_BUFFER_BYTES: usize = 2 * BLOCK_SIZE;
+
+/// Piece sizes a streamed test snapshot is written in: odd, some larger than the buffer.
+pub const SNAPSHOT_PIECES: [usize; 6] = [1, 7, 4095, 10_000, 13, 4097];
+
+/// The bytes of the snapshot at `index`: a few blocks, different per index.
+pub fn snapshot_payload(index: u64) -> Vec<u8> {
+    let header = format!("snapshot@{index}");
+    let mut payload = header.into_bytes();
+    payload.extend((0..3 * BLOCK_SIZE as u64 + 100).map(|at| (at * 7 + index * 13) as u8));
+    payload
+}
+
+/// Saves `payload` through `begin`/`write`/`finish`, cycling through [`SNAPSHOT_PIECES`];
+/// aborts on a failed write.
+pub async fn stream_snapshot(
+    snapshots: &SnapshotStore<SimDisk>,
+    index: u64,
+    term: u64,
+    payload: &[u8],
+) -> Result<(), WalError> {
+    let mut writer = snapshots.begin(LogIndex(index), Term(term)).await?;
+    let mut rest = payload;
+    for piece in SNAPSHOT_PIECES.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (now, later) = rest.split_at((*piece).min(rest.len()));
+        if let Err(error) = writer.write(now).await {
+            let _ = writer.abort().await;
+            return Err(error);
+        }
+        rest = later;
+    }
+    writer.finish().await.map(|_| ())
+}
+
 /// Runs `script` against a fresh or existing log on `disk` until it finishes or the disk
 /// fails. Returns every append submitted, in encode order, with whether it was acked.
 pub fn run_script(disk: &SimDisk, config: &WalConfig, script: &[Step]) -> Vec<Submitted> {
@@ -297,7 +337,8 @@ pub fn run_script(disk: &SimDisk, config: &WalConfig, script: &[Step]) -> Vec<Su
             "scripts start from an empty disk"
         );
         spawner.spawn(flusher.run());
-        let snapshots = SnapshotStore::new(disk.clone(), snap_dir(), 2);
+        let snapshots = SnapshotStore::new(disk.clone(), snap_dir(), 2)
+            .with_write_buffer_bytes(SNAPSHOT_TEST_BUFFER_BYTES);
         let state = &*driver_state;
         if submit(&wal, state, |_| vec![Owned::Metadata(METADATA)])
             .await
@@ -370,13 +411,17 @@ pub fn run_script(disk: &SimDisk, config: &WalConfig, script: &[Step]) -> Vec<Su
                     if index == 0 {
                         continue;
                     }
-                    let saved = snapshots
-                        .save(
-                            LogIndex(index),
-                            Term(term),
-                            format!("snapshot@{index}").as_bytes(),
-                        )
-                        .await;
+                    let payload = snapshot_payload(index);
+                    let saved = if ahead == 0 {
+                        // A snapshot taken locally streams in odd-sized pieces through a
+                        // two-block buffer: several flushes, the header block written last.
+                        stream_snapshot(&snapshots, index, term, &payload).await
+                    } else {
+                        snapshots
+                            .save(LogIndex(index), Term(term), &payload)
+                            .await
+                            .map(|_| ())
+                    };
                     if saved.is_err() {
                         return;
                     }
@@ -420,10 +465,7 @@ pub fn recover(disk: &SimDisk, config: &WalConfig) -> Result<(Recovered, u64), W
             let snapshots = SnapshotStore::new(disk.clone(), snap_dir(), 2);
             let replay_from = match snapshots.load_newest().await? {
                 Some(snapshot) => {
-                    assert_eq!(
-                        snapshot.data(),
-                        format!("snapshot@{}", snapshot.meta.index.0).as_bytes()
-                    );
+                    assert_eq!(snapshot.data(), snapshot_payload(snapshot.meta.index.0));
                     snapshot.meta.index.0
                 }
                 None => 0,
