@@ -59,6 +59,10 @@ pub const LEASE_REVOKES_PER_CHECK: usize = 1000;
 /// How often the leader looks for expired leases.
 pub const LEASE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How long the shard pauses between rounds of background work (snapshot chunks,
+/// watcher catch-up) when no event arrives.
+const MORE_WORK_PAUSE: Duration = Duration::from_micros(200);
+
 /// etcd's gRPC code for "unavailable".
 const CODE_UNAVAILABLE: u32 = 14;
 
@@ -114,12 +118,17 @@ struct PendingProposal {
     deadline: Instant,
 }
 
+/// A snapshot being encoded by the shard and streamed to its file by a task.
 struct SnapshotInProgress {
     writer: SnapshotWriter,
-    index: LogIndex,
-    term: Term,
-    payload: Vec<u8>,
+    /// Chunks on their way to the file task (bounded: the shard waits for room).
+    chunks: LocalSender<Vec<u8>>,
+    /// A chunk the full channel could not take yet.
+    pending: Option<Vec<u8>>,
 }
+
+/// Chunks queued between the shard and the snapshot file task.
+const SNAPSHOT_CHUNKS_QUEUED_MAX: usize = 2;
 
 struct WaitingRead {
     request: ClientRequest,
@@ -411,9 +420,20 @@ impl Shard {
     pub(crate) async fn run(mut self, events: LocalReceiver<Event>) -> Result<()> {
         loop {
             if self.has_more_work() {
-                // Watchers still catching up: do another round soon, after letting the
-                // executor's other tasks (WAL, forwarders) run.
-                futures_lite::future::yield_now().await;
+                // Snapshot chunks or watchers catching up: come back after a short wait or
+                // at the next event, whichever is first. Never spin: a task that always
+                // yields keeps the executor busy, and io_uring completions (the WAL's
+                // fsyncs) would wait for the preemption timer.
+                let event = futures_lite::future::or(async { Some(events.recv().await) }, async {
+                    glommio::timer::sleep(MORE_WORK_PAUSE).await;
+                    None
+                })
+                .await;
+                match event {
+                    Some(Some(event)) => self.handle(event),
+                    Some(None) => break,
+                    None => {}
+                }
             } else {
                 let Some(event) = events.recv().await else {
                     break;
@@ -1047,7 +1067,9 @@ impl Shard {
     }
 
     /// Starts a snapshot every `--snapshot-count` applied entries. The engine pins the
-    /// revision; the encoding then advances one chunk per round (`advance_snapshot`).
+    /// revision; the shard then encodes one chunk per round (`advance_snapshot`) and a
+    /// task streams the chunks to the snapshot file, so neither the encoding nor the
+    /// snapshot's size ever stalls writes or doubles memory.
     fn maybe_snapshot(&mut self) {
         if self.snapshot_encoding.is_some()
             || self.snapshot_in_flight
@@ -1059,56 +1081,59 @@ impl Shard {
         let Some(term) = self.raft.log_term(index) else {
             return;
         };
-        let payload = encode_snapshot_payload(self.raft.conf_state(), &[]);
+        let (chunks, received) = local_channel::new_bounded(SNAPSHOT_CHUNKS_QUEUED_MAX);
+        let prefix = encode_snapshot_payload(self.raft.conf_state(), &[]);
         let writer = self.store.snapshot_writer();
         self.snapshot_encoding = Some(SnapshotInProgress {
             writer,
-            index,
-            term,
-            payload,
+            chunks,
+            pending: Some(prefix),
         });
-    }
-
-    /// Encodes the next chunk of the snapshot in progress; when the last one is done,
-    /// hands the bytes to a task that writes the file and the WAL marker.
-    fn advance_snapshot(&mut self) {
-        let Some(progress) = self.snapshot_encoding.as_mut() else {
-            return;
-        };
-        if self.store.snapshot_next_chunk(
-            &mut progress.writer,
-            &mut progress.payload,
-            SNAPSHOT_CHUNK_BYTES_DEFAULT,
-        ) {
-            return;
-        }
-        let SnapshotInProgress {
-            writer,
-            index,
-            term,
-            payload,
-        } = self.snapshot_encoding.take().expect("checked above");
-        self.store.snapshot_finish(writer);
         self.snapshot_in_flight = true;
         let snapshots = self.snapshots.clone();
         let wal = self.wal.clone();
         let events = self.events.clone();
         glommio::spawn_local(async move {
-            let result = async {
-                snapshots
-                    .save(to_wal_index(index), to_wal_term(term), &payload)
-                    .await?;
-                let marker = corekv_wal::SnapshotMarker {
-                    index: to_wal_index(index),
-                    term: to_wal_term(term),
-                };
-                wal.record_snapshot(marker).await?;
-                Ok(())
-            }
-            .await;
+            let result = write_snapshot(&snapshots, &wal, index, term, received).await;
             let _ = events.send(Event::SnapshotSaved { index, result }).await;
         })
         .detach();
+    }
+
+    /// Hands the next chunk of the snapshot in progress to the file task, if it has
+    /// room; after the last chunk, closes the stream so the task finishes the file.
+    fn advance_snapshot(&mut self) {
+        let Some(progress) = self.snapshot_encoding.as_mut() else {
+            return;
+        };
+        let chunk = match progress.pending.take() {
+            Some(chunk) => chunk,
+            None => {
+                let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES_DEFAULT + 4096);
+                if !self.store.snapshot_next_chunk(
+                    &mut progress.writer,
+                    &mut chunk,
+                    SNAPSHOT_CHUNK_BYTES_DEFAULT,
+                ) {
+                    // Done: dropping the sender ends the file task's input.
+                    let progress = self.snapshot_encoding.take().expect("checked above");
+                    self.store.snapshot_finish(progress.writer);
+                    return;
+                }
+                chunk
+            }
+        };
+        match progress.chunks.try_send(chunk) {
+            Ok(()) => {}
+            Err(GlommioError::WouldBlock(ResourceType::Channel(chunk))) => {
+                progress.pending = Some(chunk)
+            }
+            // The file task stopped (it reports why); stop encoding.
+            Err(_) => {
+                let progress = self.snapshot_encoding.take().expect("checked above");
+                self.store.snapshot_finish(progress.writer);
+            }
+        }
     }
 
     fn expire_requests(&mut self) {
@@ -1206,6 +1231,33 @@ impl Shard {
             }
         }
     }
+}
+
+/// Streams a snapshot's chunks into its file, then records it in the WAL (which lets
+/// the WAL drop the segments it covers).
+async fn write_snapshot(
+    snapshots: &SnapshotStore<GlommioDisk>,
+    wal: &Wal<GlommioDisk>,
+    index: LogIndex,
+    term: Term,
+    chunks: LocalReceiver<Vec<u8>>,
+) -> std::result::Result<(), WalError> {
+    let mut file = snapshots
+        .begin(to_wal_index(index), to_wal_term(term))
+        .await?;
+    while let Some(chunk) = chunks.recv().await {
+        if let Err(error) = file.write(&chunk).await {
+            let _ = file.abort().await;
+            return Err(error);
+        }
+    }
+    file.finish().await?;
+    let marker = corekv_wal::SnapshotMarker {
+        index: to_wal_index(index),
+        term: to_wal_term(term),
+    };
+    wal.record_snapshot(marker).await?;
+    Ok(())
 }
 
 /// The error response for an engine error: etcd's code and message.
