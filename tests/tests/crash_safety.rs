@@ -15,7 +15,11 @@ const WRITERS: u64 = 16;
 #[test]
 fn acknowledged_writes_survive_kill_9_at_random_moments() {
     // 20 cycles of 16 concurrent writers killed mid-flight at a random moment.
-    let mut server = TestServer::start("crash", &["--snapshot-count", "500"]).unwrap();
+    let mut server = TestServer::start(
+        "crash",
+        &["--snapshot-count", "500", "--snapshot-log-bytes-min", "0"],
+    )
+    .unwrap();
     let mut acknowledged: Vec<(String, u64)> = Vec::new();
     let mut last_revision = Revision(0);
     let mut random = 0x9E37_79B9_7F4A_7C15u64;

@@ -185,9 +185,13 @@ fn watch_from_an_old_revision_replays_history_then_follows_live() {
 
 #[test]
 fn restart_recovers_from_snapshot_and_wal() {
-    // With a snapshot every 50 entries, 300 writes survive a SIGTERM restart and a kill -9
+    // With a snapshot every 50 requests, 300 writes survive a SIGTERM restart and a kill -9
     // restart, and the revision carries on where it was.
-    let mut server = TestServer::start("restart", &["--snapshot-count", "50"]).unwrap();
+    let mut server = TestServer::start(
+        "restart",
+        &["--snapshot-count", "50", "--snapshot-log-bytes-min", "0"],
+    )
+    .unwrap();
     let last = server.with_client(|client| async move {
         let mut last = Revision(0);
         for i in 0..300 {

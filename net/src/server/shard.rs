@@ -121,6 +121,8 @@ struct PendingProposal {
 /// A snapshot being encoded by the shard and streamed to its file by a task.
 struct SnapshotInProgress {
     writer: SnapshotWriter,
+    /// Payload bytes handed to the file task so far.
+    bytes: u64,
     /// Chunks on their way to the file task (bounded: the shard waits for room).
     chunks: LocalSender<Vec<u8>>,
     /// A chunk the full channel could not take yet.
@@ -168,6 +170,11 @@ pub(crate) struct Shard {
     last_written: LogIndex,
     applied: LogIndex,
     snapshot_index: LogIndex,
+    /// Requests and entry bytes applied since the last snapshot started.
+    applied_requests_since_snapshot: u64,
+    applied_bytes_since_snapshot: u64,
+    /// Payload bytes of the last snapshot written (its cost, to amortise the next).
+    last_snapshot_bytes: u64,
     /// A snapshot being encoded, one chunk per round.
     snapshot_encoding: Option<SnapshotInProgress>,
     /// A snapshot being written to disk.
@@ -355,6 +362,9 @@ impl Shard {
             last_written,
             applied: snapshot_index,
             snapshot_index,
+            applied_requests_since_snapshot: 0,
+            applied_bytes_since_snapshot: 0,
+            last_snapshot_bytes: 0,
             snapshot_encoding: None,
             snapshot_in_flight: false,
             watchers: HashMap::new(),
@@ -937,6 +947,8 @@ impl Shard {
         } else {
             None
         };
+        self.applied_requests_since_snapshot += proposal.requests.len() as u64;
+        self.applied_bytes_since_snapshot += entry.data.len() as u64;
         let mut clients = pending.map(|p| p.clients).unwrap_or_default().into_iter();
         for request in &proposal.requests {
             let response = self.apply_request(request);
@@ -1071,12 +1083,19 @@ impl Shard {
     /// task streams the chunks to the snapshot file, so neither the encoding nor the
     /// snapshot's size ever stalls writes or doubles memory.
     fn maybe_snapshot(&mut self) {
+        let log_bytes_wanted = self
+            .config
+            .snapshot_log_bytes_min
+            .max(self.last_snapshot_bytes / 2);
         if self.snapshot_encoding.is_some()
             || self.snapshot_in_flight
-            || self.applied.0 < self.snapshot_index.0 + self.config.snapshot_count
+            || self.applied_requests_since_snapshot < self.config.snapshot_count
+            || self.applied_bytes_since_snapshot < log_bytes_wanted
         {
             return;
         }
+        self.applied_requests_since_snapshot = 0;
+        self.applied_bytes_since_snapshot = 0;
         let index = self.applied;
         let Some(term) = self.raft.log_term(index) else {
             return;
@@ -1086,6 +1105,7 @@ impl Shard {
         let writer = self.store.snapshot_writer();
         self.snapshot_encoding = Some(SnapshotInProgress {
             writer,
+            bytes: 0,
             chunks,
             pending: Some(prefix),
         });
@@ -1117,14 +1137,16 @@ impl Shard {
                 ) {
                     // Done: dropping the sender ends the file task's input.
                     let progress = self.snapshot_encoding.take().expect("checked above");
+                    self.last_snapshot_bytes = progress.bytes;
                     self.store.snapshot_finish(progress.writer);
                     return;
                 }
                 chunk
             }
         };
+        let chunk_bytes = chunk.len() as u64;
         match progress.chunks.try_send(chunk) {
-            Ok(()) => {}
+            Ok(()) => progress.bytes += chunk_bytes,
             Err(GlommioError::WouldBlock(ResourceType::Channel(chunk))) => {
                 progress.pending = Some(chunk)
             }
