@@ -571,8 +571,7 @@ impl Shard {
                 }
             }
             Request::Range(range) if range.serializable => {
-                let range = range.clone();
-                self.serve_read(client, &Request::Range(range));
+                self.serve_read(client, &request.request);
             }
             Request::Range(_) => {
                 let deadline = Instant::now() + self.request_timeout();
@@ -598,8 +597,7 @@ impl Shard {
                 );
             }
             Request::LeaseTimeToLive { .. } | Request::LeaseLeases | Request::Status => {
-                let request = request.request.clone();
-                self.serve_read(client, &request);
+                self.serve_read(client, &request.request);
             }
             Request::WatchCreate(watch) => {
                 let watcher = self.store.watch_create(watch.clone());
