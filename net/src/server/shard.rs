@@ -507,6 +507,11 @@ impl Shard {
                     self.poison(format!("WAL write failed: {error}"));
                     return;
                 }
+                if self.poisoned.is_some() {
+                    // The pipeline was abandoned when the WAL failed: nothing after the
+                    // failure is acknowledged to Raft, even if it reached the disk.
+                    return;
+                }
                 let slot = self
                     .persisting
                     .iter_mut()
