@@ -49,16 +49,25 @@ pub fn encode_proposal<'a>(
     out.extend_from_slice(&origin.to_le_bytes());
     out.extend_from_slice(&proposal_id.to_le_bytes());
     out.extend_from_slice(&(requests.len() as u32).to_le_bytes());
-    let mut frame = Vec::new();
     for request in requests {
-        frame.clear();
-        encode_request(0, request, &mut frame);
-        // The codec's frame starts with its own u32 length prefix; keep only the body.
-        let body = &frame[4..];
-        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(body);
+        // A codec frame is `u32 body length | body`: exactly this format's item.
+        encode_request(0, request, &mut out);
     }
     out
+}
+
+/// Reads only the origin member and proposal id of a proposal.
+pub fn decode_proposal_origin(data: &[u8]) -> Result<(u64, u64)> {
+    let mut reader = Reader {
+        bytes: data,
+        offset: 0,
+    };
+    let format = reader.u8()?;
+    ensure!(
+        format == PROPOSAL_FORMAT,
+        "unknown proposal format {format}"
+    );
+    Ok((reader.u64()?, reader.u64()?))
 }
 
 /// Decodes Raft entry data written by [`encode_proposal`].
@@ -216,6 +225,7 @@ mod tests {
             },
         ];
         let data = encode_proposal(9, 42, requests.iter());
+        assert_eq!(decode_proposal_origin(&data).unwrap(), (9, 42));
         let proposal = decode_proposal(&data).unwrap();
         assert_eq!(
             proposal,

@@ -40,8 +40,8 @@ use glommio::{GlommioError, ResourceType};
 
 use super::config::ServerConfig;
 use super::entry::{
-    decode_proposal, decode_snapshot_payload, encode_proposal, encode_snapshot_payload,
-    split_wal_entry, wal_entry_payload,
+    decode_proposal, decode_proposal_origin, decode_snapshot_payload, encode_proposal,
+    encode_snapshot_payload, split_wal_entry, wal_entry_payload,
 };
 use super::mesh::{ClientRequest, Reply, ToShard};
 use crate::protocol::{Header, Request, Response, StatusResponse};
@@ -115,6 +115,9 @@ impl Client {
 
 struct PendingProposal {
     clients: Vec<Option<Client>>,
+    /// The requests as proposed: applied from here instead of decoding the entry again
+    /// (the entry's bytes were encoded from them; other members decode those bytes).
+    requests: Vec<Request>,
     deadline: Instant,
 }
 
@@ -353,7 +356,11 @@ impl Shard {
             started,
             writes: Vec::new(),
             proposals: HashMap::new(),
-            next_proposal: 1,
+            // Proposal ids must not repeat across restarts of this member, or an entry
+            // of an earlier incarnation could be matched to a client waiting now.
+            next_proposal: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |since| since.as_nanos() as u64),
             reads: Vec::new(),
             reads_in_flight: HashMap::new(),
             next_read: 1,
@@ -742,38 +749,36 @@ impl Shard {
             // Without a leader writes wait (until their deadline) for one to appear.
             return;
         }
-        let writes = std::mem::take(&mut self.writes);
-        let mut start = 0;
-        while start < writes.len() {
-            let mut end = start;
+        let mut writes = std::mem::take(&mut self.writes).into_iter().peekable();
+        while writes.peek().is_some() {
+            let mut requests = Vec::new();
+            let mut clients = Vec::new();
             let mut bytes = 0;
-            while end < writes.len()
-                && end - start < PROPOSAL_REQUESTS_MAX
-                && bytes < PROPOSAL_BYTES_MAX
-            {
-                bytes += request_size_hint(&writes[end].request);
-                end += 1;
+            while requests.len() < PROPOSAL_REQUESTS_MAX && bytes < PROPOSAL_BYTES_MAX {
+                let Some(write) = writes.next() else { break };
+                bytes += request_size_hint(&write.request);
+                clients.push(Some(Client::of(&write)));
+                requests.push(write.request);
             }
-            let batch = &writes[start..end];
-            let clients = batch.iter().map(|r| Some(Client::of(r))).collect();
-            self.propose(batch.iter().map(|r| &r.request), clients);
-            start = end;
+            self.propose(requests, clients);
         }
     }
 
-    fn propose<'a>(
-        &mut self,
-        requests: impl ExactSizeIterator<Item = &'a Request>,
-        clients: Vec<Option<Client>>,
-    ) {
+    fn propose(&mut self, requests: Vec<Request>, clients: Vec<Option<Client>>) {
         let proposal_id = self.next_proposal;
         self.next_proposal += 1;
-        let data = encode_proposal(self.ids.member, proposal_id, requests);
+        let data = encode_proposal(self.ids.member, proposal_id, requests.iter());
         match self.raft.propose(data) {
             Ok(Proposed::Appended { .. } | Proposed::Forwarded { .. }) => {
                 let deadline = Instant::now() + self.request_timeout();
-                self.proposals
-                    .insert(proposal_id, PendingProposal { clients, deadline });
+                self.proposals.insert(
+                    proposal_id,
+                    PendingProposal {
+                        clients,
+                        requests,
+                        deadline,
+                    },
+                );
             }
             Err(error) => {
                 let message = error.to_string();
@@ -820,7 +825,7 @@ impl Shard {
             .collect();
         if !expired.is_empty() {
             let clients = vec![None; expired.len()];
-            self.propose(expired.iter(), clients);
+            self.propose(expired, clients);
         }
     }
 
@@ -936,26 +941,30 @@ impl Shard {
             // carries nothing.
             return;
         }
-        let proposal = match decode_proposal(&entry.data) {
-            Ok(proposal) => proposal,
-            Err(error) => {
-                // Every member would fail the same way; stopping is the only safe answer.
-                self.poison(format!(
-                    "committed entry {} does not decode: {error:#}",
-                    entry.index.0
-                ));
-                return;
+        let pending = match decode_proposal_origin(&entry.data) {
+            Ok((origin, proposal_id)) if origin == self.ids.member => {
+                self.proposals.remove(&proposal_id)
             }
+            _ => None,
         };
-        let pending = if proposal.origin == self.ids.member {
-            self.proposals.remove(&proposal.proposal_id)
-        } else {
-            None
+        let (requests, clients) = match pending {
+            Some(pending) => (pending.requests, pending.clients),
+            None => match decode_proposal(&entry.data) {
+                Ok(proposal) => (proposal.requests, Vec::new()),
+                Err(error) => {
+                    // Every member would fail the same way; stopping is the only safe answer.
+                    self.poison(format!(
+                        "committed entry {} does not decode: {error:#}",
+                        entry.index.0
+                    ));
+                    return;
+                }
+            },
         };
-        self.applied_requests_since_snapshot += proposal.requests.len() as u64;
+        self.applied_requests_since_snapshot += requests.len() as u64;
         self.applied_bytes_since_snapshot += entry.data.len() as u64;
-        let mut clients = pending.map(|p| p.clients).unwrap_or_default().into_iter();
-        for request in &proposal.requests {
+        let mut clients = clients.into_iter();
+        for request in &requests {
             let response = self.apply_request(request);
             if let Some(Some(client)) = clients.next() {
                 self.reply(client, response, true);
