@@ -18,6 +18,7 @@
 //! with another core.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,8 @@ use corekv_raft::{
     ReadState, Ready, RestartState, Role, Snapshot, SnapshotMeta, Term,
 };
 use corekv_wal::{
-    GlommioDisk, SnapshotStore, Wal, WalConfig, WalError, WalRecord, SNAPSHOTS_KEPT_DEFAULT,
+    GlommioDisk, SnapshotStore, Wal, WalConfig, WalError, WalRecord, MAX_BATCH_BYTES_DEFAULT,
+    MAX_RECORD_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT, SNAPSHOTS_KEPT_DEFAULT,
 };
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
@@ -51,7 +53,9 @@ pub const SHARD_ID: u64 = 0;
 /// Writes proposed in one Raft entry at most.
 pub const PROPOSAL_REQUESTS_MAX: usize = 4096;
 /// Bytes of encoded requests in one Raft entry at most.
-pub const PROPOSAL_BYTES_MAX: usize = 4 * 1024 * 1024;
+pub const PROPOSAL_BYTES_MAX: usize = 1024 * 1024;
+/// WAL bytes a request may add beyond `--max-request-bytes` (framing, the proposal header).
+const PROPOSAL_OVERHEAD_BYTES: usize = 64 * 1024;
 /// Events a watcher hands over per poll.
 pub const WATCH_EVENTS_PER_POLL: usize = 1000;
 /// Leases revoked per expiry check at most (etcd revokes in bounded batches too).
@@ -178,6 +182,8 @@ pub(crate) struct Shard {
     applied_bytes_since_snapshot: u64,
     /// Payload bytes of the last snapshot written (its cost, to amortise the next).
     last_snapshot_bytes: u64,
+    /// Bytes one WAL append may hold (the WAL's batch limit).
+    wal_append_bytes_max: usize,
     /// A snapshot being encoded, one chunk per round.
     snapshot_encoding: Option<SnapshotInProgress>,
     /// A snapshot being written to disk.
@@ -269,8 +275,18 @@ impl Shard {
         }
         let snapshot_index = snapshot.as_ref().map_or(LogIndex(0), |s| s.meta.index);
         let wal_dir = config.shard_wal_dir(SHARD_ID);
+        // One record must hold the largest proposal (one request of --max-request-bytes),
+        // and one append twice that; segments hold several appends.
+        let max_record_bytes =
+            MAX_RECORD_BYTES_DEFAULT.max(config.request_bytes_max + PROPOSAL_OVERHEAD_BYTES);
+        let max_batch_bytes = MAX_BATCH_BYTES_DEFAULT.max(2 * max_record_bytes);
+        let segment_bytes =
+            SEGMENT_BYTES_DEFAULT.max((4 * max_batch_bytes as u64).next_multiple_of(4096));
         let wal_config = WalConfig {
             shard_id: corekv_wal::ShardId(SHARD_ID),
+            max_record_bytes,
+            max_batch_bytes,
+            segment_bytes,
             ..WalConfig::default()
         };
         let (wal, flusher, recovered) =
@@ -373,6 +389,7 @@ impl Shard {
             applied_bytes_since_snapshot: 0,
             last_snapshot_bytes: 0,
             snapshot_encoding: None,
+            wal_append_bytes_max: max_batch_bytes,
             snapshot_in_flight: false,
             watchers: HashMap::new(),
             watchers_by_connection: HashMap::new(),
@@ -754,9 +771,15 @@ impl Shard {
             let mut requests = Vec::new();
             let mut clients = Vec::new();
             let mut bytes = 0;
-            while requests.len() < PROPOSAL_REQUESTS_MAX && bytes < PROPOSAL_BYTES_MAX {
-                let Some(write) = writes.next() else { break };
-                bytes += request_size_hint(&write.request);
+            while requests.len() < PROPOSAL_REQUESTS_MAX {
+                let Some(next) = writes.peek() else { break };
+                let size = request_size_hint(&next.request);
+                // A proposal holds at least one request, however large.
+                if !requests.is_empty() && bytes + size > PROPOSAL_BYTES_MAX {
+                    break;
+                }
+                let write = writes.next().expect("peeked");
+                bytes += size;
                 clients.push(Some(Client::of(&write)));
                 requests.push(write.request);
             }
@@ -906,6 +929,7 @@ impl Shard {
         self.persisting.push_back((number, false));
         let wal = self.wal.clone();
         let events = self.events.clone();
+        let append_bytes_max = self.wal_append_bytes_max;
         glommio::spawn_local(async move {
             let mut records = Vec::with_capacity(payloads.len() + 2);
             if let Some(from) = truncate_from {
@@ -923,7 +947,7 @@ impl Shard {
             if let Some(hard_state) = hard_state {
                 records.push(WalRecord::HardState(hard_state));
             }
-            let result = wal.append(&records).await;
+            let result = append_in_order(&wal, &records, append_bytes_max).await;
             let _ = events.send(Event::Persisted { number, result }).await;
         })
         .detach();
@@ -1267,6 +1291,62 @@ impl Shard {
             }
         }
     }
+}
+
+/// Appends `records` to the WAL, split into appends that fit its batch limit when they
+/// do not fit one. Every append is queued before any is awaited, so they stay in order
+/// even while other readies' appends are queued too; the result is the first error.
+/// (A crash between two of them leaves a prefix of the entries, which Raft accepts: the
+/// hard state goes last.)
+async fn append_in_order(
+    wal: &Wal<GlommioDisk>,
+    records: &[WalRecord<'_>],
+    append_bytes_max: usize,
+) -> std::result::Result<(), WalError> {
+    // Record framing is a 9-byte header; leave room for padding as well.
+    let framed = |record: &WalRecord<'_>| corekv_wal::format::payload_len(record) + 64;
+    let mut groups: Vec<&[WalRecord<'_>]> = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, record) in records.iter().enumerate() {
+        let size = framed(record);
+        if i > start && bytes + size > append_bytes_max {
+            groups.push(&records[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    groups.push(&records[start..]);
+    if groups.len() == 1 {
+        return wal.append(groups[0]).await;
+    }
+    let mut appends: Vec<_> = groups
+        .into_iter()
+        .map(|group| Box::pin(wal.append(group)))
+        .collect();
+    let mut results: Vec<Option<std::result::Result<(), WalError>>> =
+        appends.iter().map(|_| None).collect();
+    futures_lite::future::poll_fn(|context| {
+        let mut pending = false;
+        for (append, result) in appends.iter_mut().zip(results.iter_mut()) {
+            if result.is_none() {
+                match append.as_mut().poll(context) {
+                    std::task::Poll::Ready(done) => *result = Some(done),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    results
+        .into_iter()
+        .try_for_each(|result| result.expect("every append finished"))
 }
 
 /// Streams a snapshot's chunks into its file, then records it in the WAL (which lets
