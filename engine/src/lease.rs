@@ -113,30 +113,25 @@ impl LeaseTable {
             return Err(Error::LeaseExists);
         }
         let ttl_seconds = ttl_seconds.max(self.ttl_seconds_min);
-        let deadline_ms = self.primary.then(|| deadline(now_ms, ttl_seconds));
-        self.leases.insert(
-            id,
-            Lease {
-                ttl_seconds,
-                keys: BTreeSet::new(),
-                deadline_ms,
-            },
-        );
+        self.insert(id, ttl_seconds, now_ms);
         Ok((id, ttl_seconds))
     }
 
     /// Restores a lease from a snapshot.
     pub fn restore(&mut self, id: LeaseId, ttl_seconds: i64, id_sequence: u64, now_ms: u64) {
         self.id_sequence = self.id_sequence.max(id_sequence);
+        self.insert(id, ttl_seconds, now_ms);
+    }
+
+    /// Adds a lease without keys; a leader starts its deadline at a full TTL from now.
+    fn insert(&mut self, id: LeaseId, ttl_seconds: i64, now_ms: u64) {
         let deadline_ms = self.primary.then(|| deadline(now_ms, ttl_seconds));
-        self.leases.insert(
-            id,
-            Lease {
-                ttl_seconds,
-                keys: BTreeSet::new(),
-                deadline_ms,
-            },
-        );
+        let lease = Lease {
+            ttl_seconds,
+            keys: BTreeSet::new(),
+            deadline_ms,
+        };
+        self.leases.insert(id, lease);
     }
 
     pub fn set_id_sequence(&mut self, id_sequence: u64) {

@@ -542,14 +542,7 @@ impl Shard {
                     .find(|(n, _)| *n == number)
                     .expect("shard: persisted a ready that was handed to the WAL");
                 slot.1 = true;
-                let mut last_done = None;
-                while let Some((n, true)) = self.persisting.front().copied() {
-                    self.persisting.pop_front();
-                    last_done = Some(n);
-                }
-                if let Some(n) = last_done {
-                    self.raft.on_persisted(n);
-                }
+                self.acknowledge_durable_readies();
             }
             Event::Tick => {
                 self.raft.tick();
@@ -650,11 +643,7 @@ impl Shard {
                 let header = self.header();
                 if let Some(watcher) = found {
                     self.store.watch_cancel(watcher);
-                    self.watchers.remove(&watcher);
-                    self.watchers_deferred.remove(&watcher);
-                    if let Some(ids) = self.watchers_by_connection.get_mut(&key) {
-                        ids.retain(|w| *w != watcher);
-                    }
+                    self.forget_watcher(watcher);
                     let watch_client = Client {
                         request_id: *watch_id,
                         ..client
@@ -882,14 +871,7 @@ impl Shard {
             self.persist(&ready);
         } else {
             self.persisting.push_back((ready.number, true));
-            let mut last_done = None;
-            while let Some((n, true)) = self.persisting.front().copied() {
-                self.persisting.pop_front();
-                last_done = Some(n);
-            }
-            if let Some(n) = last_done {
-                self.raft.on_persisted(n);
-            }
+            self.acknowledge_durable_readies();
         }
         for entry in ready.committed_entries {
             self.apply(entry);
@@ -1101,18 +1083,35 @@ impl Shard {
                         },
                         false,
                     );
-                    self.watchers.remove(&watcher);
-                    if let Some(ids) = self
-                        .watchers_by_connection
-                        .get_mut(&(client.core, client.connection))
-                    {
-                        ids.retain(|w| *w != watcher);
-                    }
+                    self.forget_watcher(watcher);
                 }
-                None => {
-                    self.watchers.remove(&watcher);
-                }
+                None => self.forget_watcher(watcher),
             }
+        }
+    }
+
+    /// Drops the shard's bookkeeping of a watcher the engine no longer has (or is about
+    /// to cancel).
+    fn forget_watcher(&mut self, watcher: WatcherId) {
+        self.watchers_deferred.remove(&watcher);
+        if let Some(client) = self.watchers.remove(&watcher) {
+            let key = (client.core, client.connection);
+            if let Some(ids) = self.watchers_by_connection.get_mut(&key) {
+                ids.retain(|w| *w != watcher);
+            }
+        }
+    }
+
+    /// Tells Raft about every Ready that is durable, in Ready order: the front of the
+    /// queue up to the first one still being written.
+    fn acknowledge_durable_readies(&mut self) {
+        let mut last_done = None;
+        while let Some((number, true)) = self.persisting.front().copied() {
+            self.persisting.pop_front();
+            last_done = Some(number);
+        }
+        if let Some(number) = last_done {
+            self.raft.on_persisted(number);
         }
     }
 
