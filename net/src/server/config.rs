@@ -25,6 +25,10 @@ pub const SNAPSHOT_COUNT_DEFAULT: u64 = 10_000;
 pub const SNAPSHOT_LOG_BYTES_MIN_DEFAULT: u64 = 64 << 20;
 /// The default binary protocol address.
 pub const BINARY_ADDRESS_DEFAULT: &str = "127.0.0.1:2378";
+/// etcd's default client URL: gRPC and HTTP (JSON gateway, /health, /metrics) share it.
+pub const CLIENT_URL_DEFAULT: &str = "http://localhost:2379";
+/// etcd's default `--quota-backend-bytes` (0 in a flag means this default): 2 GiB.
+pub const QUOTA_BACKEND_BYTES_DEFAULT: u64 = 2 << 30;
 
 /// Everything the server needs to start.
 #[derive(Clone, Debug)]
@@ -37,6 +41,17 @@ pub struct ServerConfig {
     pub wal_dir: Option<PathBuf>,
     /// Binary protocol listen addresses (`--listen-binary-urls`).
     pub binary_addresses: Vec<SocketAddr>,
+    /// gRPC + HTTP listen addresses (`--listen-client-urls`).
+    pub client_addresses: Vec<SocketAddr>,
+    /// Client URLs advertised to clients and in the member list
+    /// (`--advertise-client-urls`).
+    pub advertise_client_urls: Vec<String>,
+    /// Extra addresses serving only /health, /version and /metrics
+    /// (`--listen-metrics-urls`).
+    pub metrics_addresses: Vec<SocketAddr>,
+    /// Store size above which the NOSPACE alarm is raised and writes refused
+    /// (`--quota-backend-bytes`).
+    pub quota_backend_bytes: u64,
     /// Peer URL advertised, used to derive the member id (`--initial-advertise-peer-urls`).
     pub advertise_peer_urls: Vec<String>,
     /// Cluster token, used to derive ids (`--initial-cluster-token`).
@@ -67,6 +82,10 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("default.etcd"),
             wal_dir: None,
             binary_addresses: vec![BINARY_ADDRESS_DEFAULT.parse().expect("valid default")],
+            client_addresses: parse_addresses(CLIENT_URL_DEFAULT).expect("valid default"),
+            advertise_client_urls: vec![CLIENT_URL_DEFAULT.to_string()],
+            metrics_addresses: Vec::new(),
+            quota_backend_bytes: QUOTA_BACKEND_BYTES_DEFAULT,
             advertise_peer_urls: vec!["http://localhost:2380".to_string()],
             cluster_token: "etcd-cluster".to_string(),
             cores,
@@ -99,6 +118,10 @@ usage: corekv [flags]
   --data-dir DIR                      data directory (default \"<name>.etcd\")
   --wal-dir DIR                       WAL directory (default inside the data directory)
   --listen-binary-urls URLS           binary protocol addresses (default 127.0.0.1:2378)
+  --listen-client-urls URLS           gRPC and HTTP addresses (default http://localhost:2379)
+  --advertise-client-urls URLS        client URLs advertised (default http://localhost:2379)
+  --listen-metrics-urls URLS          extra addresses for /health and /metrics only
+  --quota-backend-bytes N             store size raising the NOSPACE alarm (default 2 GiB)
   --initial-advertise-peer-urls URLS  peer URLs (default http://localhost:2380)
   --initial-cluster-token TOKEN       cluster token (default \"etcd-cluster\")
   --cores N                           executors, one per core (default: all cores)
@@ -145,6 +168,26 @@ impl Command {
                 "listen-binary-urls" => {
                     config.binary_addresses = parse_addresses(&value("addresses")?)
                         .with_context(|| format!("invalid --{name}"))?;
+                }
+                "listen-client-urls" => {
+                    config.client_addresses = parse_addresses(&value("URLs")?)
+                        .with_context(|| format!("invalid --{name}"))?;
+                }
+                "advertise-client-urls" => {
+                    config.advertise_client_urls = value("URLs")?
+                        .split(',')
+                        .map(|url| url.trim().to_string())
+                        .collect();
+                }
+                "listen-metrics-urls" => {
+                    config.metrics_addresses = parse_addresses(&value("URLs")?)
+                        .with_context(|| format!("invalid --{name}"))?;
+                }
+                "quota-backend-bytes" => {
+                    config.quota_backend_bytes = match parse_number(name, &value("a number")?)? {
+                        0 => QUOTA_BACKEND_BYTES_DEFAULT,
+                        bytes => bytes,
+                    };
                 }
                 "initial-advertise-peer-urls" => {
                     config.advertise_peer_urls = value("URLs")?
