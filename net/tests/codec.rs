@@ -11,7 +11,9 @@ use corekv_net::protocol::codec::{
     self, ProtocolError, FRAME_BYTES_MAX_DEFAULT, HANDSHAKE_BYTES, MAGIC, PROTOCOL_VERSION,
     TXN_DEPTH_MAX,
 };
-use corekv_net::protocol::{Header, Request, Response, StatusResponse};
+use corekv_net::protocol::{
+    AlarmAction, AlarmMember, AlarmType, Header, Member, Request, Response, StatusResponse,
+};
 use futures_lite::future::block_on;
 use proptest::prelude::*;
 
@@ -180,7 +182,53 @@ fn request() -> impl Strategy<Value = Request> {
         any::<u64>().prop_map(|watch_id| Request::WatchCancel { watch_id }),
         Just(Request::WatchProgress),
         Just(Request::Status),
+        any::<bool>().prop_map(|linearizable| Request::MemberList { linearizable }),
+        (alarm_action(), any::<u64>(), alarm_type()).prop_map(|(action, member_id, alarm)| {
+            Request::Alarm {
+                action,
+                member_id,
+                alarm,
+            }
+        }),
+        Just(Request::Hash),
+        revision().prop_map(|revision| Request::HashKv { revision }),
+        Just(Request::Defragment),
+        Just(Request::Snapshot),
+        any::<u64>().prop_map(|target| Request::MoveLeader { target }),
     ]
+}
+
+fn alarm_action() -> impl Strategy<Value = AlarmAction> {
+    prop_oneof![
+        Just(AlarmAction::Get),
+        Just(AlarmAction::Activate),
+        Just(AlarmAction::Deactivate),
+    ]
+}
+
+fn alarm_type() -> impl Strategy<Value = AlarmType> {
+    prop_oneof![
+        Just(AlarmType::None),
+        Just(AlarmType::NoSpace),
+        Just(AlarmType::Corrupt),
+    ]
+}
+
+fn member() -> impl Strategy<Value = Member> {
+    (
+        any::<u64>(),
+        ".{0,8}",
+        prop::collection::vec(".{0,12}", 0..3),
+        prop::collection::vec(".{0,12}", 0..3),
+        any::<bool>(),
+    )
+        .prop_map(|(id, name, peer_urls, client_urls, is_learner)| Member {
+            id,
+            name,
+            peer_urls,
+            client_urls,
+            is_learner,
+        })
 }
 
 fn key_value() -> impl Strategy<Value = KeyValue> {
@@ -321,6 +369,37 @@ fn response() -> impl Strategy<Value = Response> {
                 raft_applied_index: numbers[4],
             })
         }),
+        (header(), prop::collection::vec(member(), 0..4))
+            .prop_map(|(h, members)| Response::MemberList(h, members)),
+        (
+            header(),
+            prop::collection::vec((any::<u64>(), alarm_type()), 0..4)
+        )
+            .prop_map(|(h, alarms)| Response::Alarm(
+                h,
+                alarms
+                    .into_iter()
+                    .map(|(member_id, alarm)| AlarmMember { member_id, alarm })
+                    .collect()
+            )),
+        (header(), any::<u32>()).prop_map(|(header, hash)| Response::Hash { header, hash }),
+        (header(), any::<u32>(), revision(), revision()).prop_map(
+            |(header, hash, compact_revision, hash_revision)| Response::HashKv {
+                header,
+                hash,
+                compact_revision,
+                hash_revision,
+            }
+        ),
+        header().prop_map(Response::Defragment),
+        (header(), any::<u64>(), bytes()).prop_map(|(header, remaining_bytes, blob)| {
+            Response::SnapshotChunk {
+                header,
+                remaining_bytes,
+                blob,
+            }
+        }),
+        header().prop_map(Response::MoveLeader),
     ]
 }
 

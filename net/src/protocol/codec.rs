@@ -443,6 +443,13 @@ pub(crate) mod tag {
     pub const WATCH_CANCEL: u8 = 0x21;
     pub const WATCH_PROGRESS: u8 = 0x22;
     pub const STATUS: u8 = 0x30;
+    pub const ALARM: u8 = 0x31;
+    pub const HASH: u8 = 0x32;
+    pub const HASH_KV: u8 = 0x33;
+    pub const DEFRAGMENT: u8 = 0x34;
+    pub const SNAPSHOT: u8 = 0x35;
+    pub const MOVE_LEADER: u8 = 0x36;
+    pub const MEMBER_LIST: u8 = 0x40;
 
     /// Responses answer with the request's tag with the high bit set.
     pub const RESPONSE: u8 = 0x80;
@@ -454,7 +461,7 @@ pub(crate) mod tag {
 
 /// Every response tag but [`tag::ERROR`]; checked before the header is read so that an
 /// unknown tag is reported at its own offset.
-const RESPONSE_TAGS: [u8; 15] = [
+const RESPONSE_TAGS: [u8; 22] = [
     tag::RESPONSE | tag::RANGE,
     tag::RESPONSE | tag::PUT,
     tag::RESPONSE | tag::DELETE_RANGE,
@@ -470,6 +477,13 @@ const RESPONSE_TAGS: [u8; 15] = [
     tag::RESPONSE | tag::WATCH_PROGRESS,
     tag::WATCH_EVENTS,
     tag::RESPONSE | tag::STATUS,
+    tag::RESPONSE | tag::ALARM,
+    tag::RESPONSE | tag::HASH,
+    tag::RESPONSE | tag::HASH_KV,
+    tag::RESPONSE | tag::DEFRAGMENT,
+    tag::RESPONSE | tag::SNAPSHOT,
+    tag::RESPONSE | tag::MOVE_LEADER,
+    tag::RESPONSE | tag::MEMBER_LIST,
 ];
 
 fn request_tag(request: &Request) -> u8 {
@@ -488,6 +502,13 @@ fn request_tag(request: &Request) -> u8 {
         Request::WatchCancel { .. } => tag::WATCH_CANCEL,
         Request::WatchProgress => tag::WATCH_PROGRESS,
         Request::Status => tag::STATUS,
+        Request::Alarm { .. } => tag::ALARM,
+        Request::Hash => tag::HASH,
+        Request::HashKv { .. } => tag::HASH_KV,
+        Request::Defragment => tag::DEFRAGMENT,
+        Request::Snapshot => tag::SNAPSHOT,
+        Request::MoveLeader { .. } => tag::MOVE_LEADER,
+        Request::MemberList { .. } => tag::MEMBER_LIST,
     }
 }
 
@@ -509,5 +530,12 @@ fn response_tag(response: &Response) -> u8 {
         Response::WatchCanceled { .. } => tag::WATCH_CANCELED,
         Response::WatchProgress(_) => tag::RESPONSE | tag::WATCH_PROGRESS,
         Response::Status(_) => tag::RESPONSE | tag::STATUS,
+        Response::Alarm(..) => tag::RESPONSE | tag::ALARM,
+        Response::Hash { .. } => tag::RESPONSE | tag::HASH,
+        Response::HashKv { .. } => tag::RESPONSE | tag::HASH_KV,
+        Response::Defragment(_) => tag::RESPONSE | tag::DEFRAGMENT,
+        Response::SnapshotChunk { .. } => tag::RESPONSE | tag::SNAPSHOT,
+        Response::MoveLeader(_) => tag::RESPONSE | tag::MOVE_LEADER,
+        Response::MemberList(..) => tag::RESPONSE | tag::MEMBER_LIST,
     }
 }

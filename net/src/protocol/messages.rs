@@ -80,6 +80,82 @@ pub enum Request {
     WatchProgress,
     /// Member status.
     Status,
+    /// The cluster's members.
+    MemberList {
+        /// Answer only after a read index (etcd 3.5's `linearizable`).
+        linearizable: bool,
+    },
+    /// List, raise or clear alarms. Raising and clearing go through the log.
+    Alarm {
+        /// What to do.
+        action: AlarmAction,
+        /// Member the alarm is about (0 with `Get`: every member).
+        member_id: u64,
+        /// Which alarm (`None` with `Get`: every alarm).
+        alarm: AlarmType,
+    },
+    /// A hash of the whole store (etcd's Hash).
+    Hash,
+    /// A hash of the keys up to `revision` (0: current), equal on every member.
+    HashKv {
+        /// Revision to hash up to.
+        revision: Revision,
+    },
+    /// Return memory the store freed to the operating system (etcd's Defragment).
+    Defragment,
+    /// Stream a consistent snapshot of the store as `SnapshotChunk` frames.
+    Snapshot,
+    /// Hand leadership to `target`.
+    MoveLeader {
+        /// Member id of the new leader.
+        target: u64,
+    },
+}
+
+/// etcd's `AlarmRequest.AlarmAction`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AlarmAction {
+    /// List alarms.
+    Get,
+    /// Raise an alarm.
+    Activate,
+    /// Clear an alarm.
+    Deactivate,
+}
+
+/// etcd's `AlarmType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AlarmType {
+    /// No alarm (with `Get`: any alarm).
+    None,
+    /// The store exceeded `--quota-backend-bytes`: writes that add data are refused.
+    NoSpace,
+    /// A member's data differs from the others'.
+    Corrupt,
+}
+
+/// One raised alarm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AlarmMember {
+    /// The member it is raised on.
+    pub member_id: u64,
+    /// The alarm.
+    pub alarm: AlarmType,
+}
+
+/// One member of the cluster, as etcd's `Member`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Member {
+    /// Member id.
+    pub id: u64,
+    /// Name (empty until the member has started).
+    pub name: String,
+    /// Peer URLs.
+    pub peer_urls: Vec<String>,
+    /// Client URLs.
+    pub client_urls: Vec<String>,
+    /// A learner does not vote.
+    pub is_learner: bool,
 }
 
 /// A server response.
@@ -153,6 +229,42 @@ pub enum Response {
     WatchProgress(Header),
     /// Answer to [`Request::Status`].
     Status(StatusResponse),
+    /// Answer to [`Request::MemberList`].
+    MemberList(Header, Vec<Member>),
+    /// Answer to [`Request::Alarm`]: the alarms raised after the action.
+    Alarm(Header, Vec<AlarmMember>),
+    /// Answer to [`Request::Hash`].
+    Hash {
+        /// Header.
+        header: Header,
+        /// The hash.
+        hash: u32,
+    },
+    /// Answer to [`Request::HashKv`].
+    HashKv {
+        /// Header.
+        header: Header,
+        /// The hash.
+        hash: u32,
+        /// The store's compaction revision.
+        compact_revision: Revision,
+        /// The revision hashed up to.
+        hash_revision: Revision,
+    },
+    /// Answer to [`Request::Defragment`].
+    Defragment(Header),
+    /// One piece of a [`Request::Snapshot`] stream, in order; the last has
+    /// `remaining_bytes` 0 and ends the request.
+    SnapshotChunk {
+        /// Header.
+        header: Header,
+        /// An estimate of the bytes still to come (0 exactly on the last chunk).
+        remaining_bytes: u64,
+        /// The bytes.
+        blob: Vec<u8>,
+    },
+    /// Answer to [`Request::MoveLeader`] once the target leads.
+    MoveLeader(Header),
 }
 
 /// Member status, like etcd's `StatusResponse`.

@@ -8,4 +8,6 @@ pub use codec::{
     peek_request_id, read_frame, server_handshake, ProtocolError, FRAME_BYTES_MAX_DEFAULT, MAGIC,
     PROTOCOL_VERSION, RESPONSE_FRAME_BYTES_MAX_DEFAULT,
 };
-pub use messages::{Header, Request, Response, StatusResponse};
+pub use messages::{
+    AlarmAction, AlarmMember, AlarmType, Header, Member, Request, Response, StatusResponse,
+};

@@ -46,7 +46,9 @@ use super::entry::{
     encode_snapshot_payload, split_wal_entry, wal_entry_payload,
 };
 use super::mesh::{ClientRequest, Reply, ToShard};
-use crate::protocol::{Header, Request, Response, StatusResponse};
+use crate::protocol::{
+    AlarmAction, AlarmMember, AlarmType, Header, Member, Request, Response, StatusResponse,
+};
 
 /// The shard id of phase 1's only shard.
 pub const SHARD_ID: u64 = 0;
@@ -69,6 +71,14 @@ const MORE_WORK_PAUSE: Duration = Duration::from_micros(200);
 
 /// etcd's gRPC code for "unavailable".
 const CODE_UNAVAILABLE: u32 = 14;
+/// gRPC's "failed precondition".
+const CODE_FAILED_PRECONDITION: u32 = 9;
+/// gRPC's "resource exhausted".
+const CODE_RESOURCE_EXHAUSTED: u32 = 8;
+/// etcd's answer to writes while the NOSPACE alarm is raised.
+pub const NO_SPACE_MESSAGE: &str = "etcdserver: mvcc: database space exceeded";
+/// Bytes of store a client snapshot stream sends per chunk.
+const CLIENT_SNAPSHOT_CHUNK_BYTES: usize = 256 * 1024;
 
 /// The ids a member answers with.
 #[derive(Clone, Copy, Debug)]
@@ -144,6 +154,23 @@ struct WaitingRead {
     deadline: Instant,
 }
 
+/// A consistent snapshot streamed to a client (Maintenance.Snapshot), one chunk per
+/// round while the client's core keeps up.
+struct ClientSnapshot {
+    client: Client,
+    writer: SnapshotWriter,
+    /// Store bytes when it started: the estimate behind `remaining_bytes`.
+    estimate: u64,
+    sent: u64,
+}
+
+/// A MoveLeader waiting for the target to lead.
+struct LeaderMove {
+    client: Client,
+    target: MemberId,
+    deadline: Instant,
+}
+
 /// The shard driver's state, owned by the shard's executor.
 pub(crate) struct Shard {
     config: Rc<ServerConfig>,
@@ -162,6 +189,8 @@ pub(crate) struct Shard {
     started: Instant,
     /// Writes waiting to be proposed.
     writes: Vec<ClientRequest>,
+    /// Writes of the shard's own (alarms) waiting to be proposed; nobody awaits them.
+    internal_writes: Vec<Request>,
     proposals: HashMap<u64, PendingProposal>,
     next_proposal: u64,
     /// Linearizable reads that have not asked for a read index yet.
@@ -194,6 +223,12 @@ pub(crate) struct Shard {
     watchers_deferred: HashSet<WatcherId>,
     leases_revoking: HashSet<LeaseId>,
     last_lease_check: Instant,
+    /// Alarms raised, as applied from the log.
+    alarms: std::collections::BTreeSet<AlarmMember>,
+    /// A NOSPACE alarm this member proposed that has not been applied yet.
+    no_space_proposed: bool,
+    client_snapshots: Vec<ClientSnapshot>,
+    leader_moves: Vec<LeaderMove>,
     was_leader: bool,
     /// Until the first election: a member that is the only voter campaigns at once
     /// instead of waiting an election timeout.
@@ -371,6 +406,7 @@ impl Shard {
             backlog: Vec::new(),
             started,
             writes: Vec::new(),
+            internal_writes: Vec::new(),
             proposals: HashMap::new(),
             // Proposal ids must not repeat across restarts of this member, or an entry
             // of an earlier incarnation could be matched to a client waiting now.
@@ -396,6 +432,10 @@ impl Shard {
             watchers_deferred: HashSet::new(),
             leases_revoking: HashSet::new(),
             last_lease_check: started,
+            alarms: std::collections::BTreeSet::new(),
+            no_space_proposed: false,
+            client_snapshots: Vec::new(),
+            leader_moves: Vec::new(),
             was_leader: false,
             campaign_if_sole_voter: true,
             poisoned: None,
@@ -501,6 +541,10 @@ impl Shard {
     /// cores that can take replies.
     fn has_more_work(&self) -> bool {
         self.snapshot_encoding.is_some()
+            || self
+                .client_snapshots
+                .iter()
+                .any(|stream| self.backlog[stream.client.core].is_empty())
             || self.watchers_deferred.iter().any(|watcher| {
                 self.watchers
                     .get(watcher)
@@ -516,6 +560,7 @@ impl Shard {
                 }
             }
             Event::FromCore(ToShard::Closed { core, connection }) => {
+                self.drop_client_snapshots(core, connection);
                 for watcher in self
                     .watchers_by_connection
                     .remove(&(core, connection))
@@ -584,14 +629,51 @@ impl Shard {
             | Request::Txn(_)
             | Request::Compact { .. }
             | Request::LeaseGrant { .. }
-            | Request::LeaseRevoke { .. } => {
+            | Request::LeaseRevoke { .. }
+            | Request::Alarm {
+                action: AlarmAction::Activate | AlarmAction::Deactivate,
+                ..
+            } => {
                 if let Some(reason) = &self.poisoned {
                     let message = format!("corekv: shard stopped taking writes: {reason}");
                     self.reply_error(client, CODE_UNAVAILABLE, &message);
+                } else if adds_data(&request.request) && !self.quota_allows(&request.request) {
+                    self.reply_error(client, CODE_RESOURCE_EXHAUSTED, NO_SPACE_MESSAGE);
                 } else {
                     self.writes.push(request);
                 }
             }
+            Request::MemberList { linearizable: true } => {
+                let deadline = Instant::now() + self.request_timeout();
+                self.reads.push(WaitingRead { request, deadline });
+            }
+            Request::MemberList {
+                linearizable: false,
+            }
+            | Request::Alarm {
+                action: AlarmAction::Get,
+                ..
+            }
+            | Request::Hash
+            | Request::HashKv { .. } => self.serve_read(client, &request.request),
+            Request::Defragment => {
+                // The store lives in memory: defragmenting returns what compaction freed
+                // to the operating system.
+                release_free_memory();
+                let header = self.header();
+                self.reply(client, Response::Defragment(header), true);
+            }
+            Request::Snapshot => {
+                let estimate = self.store.approximate_bytes() as u64;
+                let writer = self.store.snapshot_writer();
+                self.client_snapshots.push(ClientSnapshot {
+                    client,
+                    writer,
+                    estimate,
+                    sent: 0,
+                });
+            }
+            Request::MoveLeader { target } => self.move_leader(client, MemberId(*target)),
             Request::Range(range) if range.serializable => {
                 self.serve_read(client, &request.request);
             }
@@ -722,6 +804,31 @@ impl Shard {
                     raft_applied_index: self.applied.0,
                 })
             }
+            Request::MemberList { .. } => Response::MemberList(header, self.members()),
+            Request::Alarm { alarm, .. } => Response::Alarm(
+                header,
+                self.alarms
+                    .iter()
+                    .filter(|raised| *alarm == AlarmType::None || raised.alarm == *alarm)
+                    .copied()
+                    .collect(),
+            ),
+            Request::Hash => match self.store.hash_kv(Revision(0)) {
+                Ok(hashed) => Response::Hash {
+                    header,
+                    hash: hashed.hash,
+                },
+                Err(error) => engine_error(&error),
+            },
+            Request::HashKv { revision } => match self.store.hash_kv(*revision) {
+                Ok(hashed) => Response::HashKv {
+                    header,
+                    hash: hashed.hash,
+                    compact_revision: hashed.compact_revision,
+                    hash_revision: hashed.hash_revision,
+                },
+                Err(error) => engine_error(&error),
+            },
             other => unreachable!("shard: {other:?} is not a read"),
         };
         self.reply(client, response, true);
@@ -748,9 +855,16 @@ impl Shard {
         self.serve_applied_reads();
         self.poll_watchers();
         self.advance_snapshot();
+        self.advance_client_snapshots();
+        self.check_leader_moves();
     }
 
     fn propose_writes(&mut self) {
+        if !self.internal_writes.is_empty() && self.raft.leader().is_some() {
+            let internal = std::mem::take(&mut self.internal_writes);
+            let clients = vec![None; internal.len()];
+            self.propose(internal, clients);
+        }
         if self.writes.is_empty() || self.raft.leader().is_none() {
             // Without a leader writes wait (until their deadline) for one to appear.
             return;
@@ -983,7 +1097,37 @@ impl Shard {
             revision,
             ..shard.header()
         };
+        if adds_data(request) && self.has_alarm(AlarmType::NoSpace) {
+            // Every member applies the same alarms in the same order, so every member
+            // refuses the same writes.
+            return Response::Error {
+                code: CODE_RESOURCE_EXHAUSTED,
+                message: NO_SPACE_MESSAGE.to_string(),
+            };
+        }
         match request {
+            Request::Alarm {
+                action,
+                member_id,
+                alarm,
+            } => {
+                let raised = AlarmMember {
+                    member_id: *member_id,
+                    alarm: *alarm,
+                };
+                let changed = match action {
+                    AlarmAction::Activate if *alarm != AlarmType::None => {
+                        if *alarm == AlarmType::NoSpace {
+                            self.no_space_proposed = false;
+                        }
+                        self.alarms.insert(raised)
+                    }
+                    AlarmAction::Deactivate => self.alarms.remove(&raised),
+                    _ => false,
+                };
+                let alarms = if changed { vec![raised] } else { Vec::new() };
+                Response::Alarm(self.header(), alarms)
+            }
             Request::Put(put) => match self.store.put(put) {
                 Ok(applied) => Response::Put(header_at(self, applied.revision), applied.response),
                 Err(error) => engine_error(&error),
@@ -1195,6 +1339,173 @@ impl Shard {
         }
     }
 
+    /// The members of the group. One member until the peer transport arrives; the list
+    /// comes from Raft's configuration so that it never claims a member Raft lacks.
+    fn members(&self) -> Vec<Member> {
+        let conf = self.raft.conf_state();
+        let me = MemberId(self.ids.member);
+        let mut members = Vec::new();
+        for (id, is_learner) in conf
+            .voters
+            .iter()
+            .map(|id| (*id, false))
+            .chain(conf.learners.iter().map(|id| (*id, true)))
+        {
+            members.push(if id == me {
+                Member {
+                    id: id.0,
+                    name: self.config.name.clone(),
+                    peer_urls: self.config.advertise_peer_urls.clone(),
+                    client_urls: self.config.advertise_client_urls.clone(),
+                    is_learner,
+                }
+            } else {
+                Member {
+                    id: id.0,
+                    is_learner,
+                    ..Member::default()
+                }
+            });
+        }
+        members
+    }
+
+    fn has_alarm(&self, alarm: AlarmType) -> bool {
+        self.alarms.iter().any(|raised| raised.alarm == alarm)
+    }
+
+    /// etcd's quota: a write that adds data is refused while NOSPACE is raised, and the
+    /// first write that would take the store past `--quota-backend-bytes` raises it
+    /// (through the log, so every member agrees) and is refused.
+    fn quota_allows(&mut self, request: &Request) -> bool {
+        if self.has_alarm(AlarmType::NoSpace) {
+            return false;
+        }
+        let projected = self.store.approximate_bytes() as u64 + request_size_hint(request) as u64;
+        if projected <= self.config.quota_backend_bytes {
+            return true;
+        }
+        if !self.no_space_proposed {
+            self.no_space_proposed = true;
+            eprintln!(
+                "corekv: the store ({projected} bytes) exceeds --quota-backend-bytes ({}); \
+                 raising the NOSPACE alarm",
+                self.config.quota_backend_bytes
+            );
+            let alarm = Request::Alarm {
+                action: AlarmAction::Activate,
+                member_id: self.ids.member,
+                alarm: AlarmType::NoSpace,
+            };
+            self.internal_writes.push(alarm);
+        }
+        false
+    }
+
+    /// Starts handing leadership to `target` (etcd's MoveLeader): only the leader may,
+    /// only to a voting member; answered once the target leads.
+    fn move_leader(&mut self, client: Client, target: MemberId) {
+        if self.raft.role() != Role::Leader {
+            self.reply_error(client, CODE_FAILED_PRECONDITION, "etcdserver: not leader");
+            return;
+        }
+        if !self.raft.conf_state().voters.contains(&target) {
+            self.reply_error(
+                client,
+                CODE_FAILED_PRECONDITION,
+                "etcdserver: bad leader transferee",
+            );
+            return;
+        }
+        if target != MemberId(self.ids.member) {
+            if let Err(error) = self.raft.transfer_leader(target) {
+                self.reply_error(client, CODE_UNAVAILABLE, &error.to_string());
+                return;
+            }
+        }
+        let deadline = Instant::now() + self.request_timeout();
+        self.leader_moves.push(LeaderMove {
+            client,
+            target,
+            deadline,
+        });
+    }
+
+    fn check_leader_moves(&mut self) {
+        if self.leader_moves.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let leader = self.raft.leader();
+        for moving in std::mem::take(&mut self.leader_moves) {
+            if leader == Some(moving.target) {
+                let header = self.header();
+                self.reply(moving.client, Response::MoveLeader(header), true);
+            } else if moving.deadline <= now {
+                self.reply_error(
+                    moving.client,
+                    CODE_UNAVAILABLE,
+                    "etcdserver: request timed out, leader transfer took too long",
+                );
+            } else {
+                self.leader_moves.push(moving);
+            }
+        }
+    }
+
+    /// Sends the next chunk of every client snapshot whose core is keeping up.
+    fn advance_client_snapshots(&mut self) {
+        if self.client_snapshots.is_empty() {
+            return;
+        }
+        for mut stream in std::mem::take(&mut self.client_snapshots) {
+            if !self.backlog[stream.client.core].is_empty() {
+                self.client_snapshots.push(stream);
+                continue;
+            }
+            let mut blob = Vec::with_capacity(CLIENT_SNAPSHOT_CHUNK_BYTES + 4096);
+            let mut more = true;
+            while more && blob.len() < CLIENT_SNAPSHOT_CHUNK_BYTES {
+                more = self.store.snapshot_next_chunk(
+                    &mut stream.writer,
+                    &mut blob,
+                    CLIENT_SNAPSHOT_CHUNK_BYTES,
+                );
+            }
+            stream.sent += blob.len() as u64;
+            let header = self.header();
+            if more {
+                let remaining_bytes = stream.estimate.saturating_sub(stream.sent).max(1);
+                let chunk = Response::SnapshotChunk {
+                    header,
+                    remaining_bytes,
+                    blob,
+                };
+                self.reply(stream.client, chunk, false);
+                self.client_snapshots.push(stream);
+            } else {
+                let chunk = Response::SnapshotChunk {
+                    header,
+                    remaining_bytes: 0,
+                    blob,
+                };
+                self.reply(stream.client, chunk, true);
+                self.store.snapshot_finish(stream.writer);
+            }
+        }
+    }
+
+    /// A client that went away stops its snapshot streams.
+    fn drop_client_snapshots(&mut self, core: usize, connection: u64) {
+        for stream in std::mem::take(&mut self.client_snapshots) {
+            if stream.client.core == core && stream.client.connection == connection {
+                self.store.snapshot_finish(stream.writer);
+            } else {
+                self.client_snapshots.push(stream);
+            }
+        }
+    }
+
     fn expire_requests(&mut self) {
         let now = Instant::now();
         let timed_out = "etcdserver: request timed out";
@@ -1390,6 +1701,26 @@ pub(crate) fn engine_error(error: &EngineError) -> Response {
     Response::Error {
         code: error.grpc_code() as u32,
         message: error.to_string(),
+    }
+}
+
+/// Whether a write can make the store bigger (etcd refuses these under NOSPACE; deletes,
+/// compactions and revokes are what free space).
+fn adds_data(request: &Request) -> bool {
+    fn txn_puts(txn: &corekv_engine::TxnRequest) -> bool {
+        txn.success
+            .iter()
+            .chain(txn.failure.iter())
+            .any(|op| match op {
+                corekv_engine::RequestOp::Put(_) => true,
+                corekv_engine::RequestOp::Txn(inner) => txn_puts(inner),
+                _ => false,
+            })
+    }
+    match request {
+        Request::Put(_) | Request::LeaseGrant { .. } => true,
+        Request::Txn(txn) => txn_puts(txn),
+        _ => false,
     }
 }
 

@@ -276,6 +276,12 @@ impl Node {
                 raft_term: 1,
                 raft_applied_index: self.store.revision().0 as u64,
             }),
+            // The client tests exercise the KV, lease and watch paths; the maintenance
+            // requests are the real server's (tests/ drives them end to end).
+            other => Response::Error {
+                code: 12,
+                message: format!("fake server: {other:?} is not implemented by the test double"),
+            },
         }))
     }
 

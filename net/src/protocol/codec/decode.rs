@@ -11,7 +11,9 @@ use corekv_engine::{
 };
 
 use super::{tag, ProtocolError, FRAME_BODY_BYTES_MIN, RESPONSE_TAGS, TXN_DEPTH_MAX};
-use crate::protocol::messages::{Header, Request, Response, StatusResponse};
+use crate::protocol::messages::{
+    AlarmAction, AlarmMember, AlarmType, Header, Member, Request, Response, StatusResponse,
+};
 
 /// Smallest encodings, used to bound list counts before allocating.
 const KEY_VALUE_BYTES_MIN: usize = 4 + 8 + 8 + 8 + 4 + 8;
@@ -19,6 +21,7 @@ const COMPARE_BYTES_MIN: usize = 1 + 1 + 4 + 4 + 4;
 const REQUEST_OP_BYTES_MIN: usize = 1 + 4 + 4 + 1;
 const RESPONSE_OP_BYTES_MIN: usize = 1 + 1;
 const EVENT_BYTES_MIN: usize = 1 + KEY_VALUE_BYTES_MIN + 1;
+const MEMBER_BYTES_MIN: usize = 8 + 4 + 4 + 4 + 1;
 
 /// Reads fields from one body, tracking the offset for error messages.
 pub(super) struct Decoder<'a> {
@@ -140,6 +143,33 @@ impl<'a> Decoder<'a> {
         let offset = self.offset;
         let bytes = self.bytes(field)?;
         String::from_utf8(bytes).map_err(|_| ProtocolError::InvalidUtf8 { field, offset })
+    }
+
+    fn strings(&mut self, field: &'static str) -> Result<Vec<String>, ProtocolError> {
+        let count = self.count(field, 4)?;
+        let mut strings = Vec::with_capacity(count);
+        for _ in 0..count {
+            strings.push(self.string(field)?);
+        }
+        Ok(strings)
+    }
+
+    fn alarm_action(&mut self, field: &'static str) -> Result<AlarmAction, ProtocolError> {
+        Ok(match self.u8(field)? {
+            0 => AlarmAction::Get,
+            1 => AlarmAction::Activate,
+            2 => AlarmAction::Deactivate,
+            other => return Err(self.unknown(field, other)),
+        })
+    }
+
+    fn alarm_type(&mut self, field: &'static str) -> Result<AlarmType, ProtocolError> {
+        Ok(match self.u8(field)? {
+            0 => AlarmType::None,
+            1 => AlarmType::NoSpace,
+            2 => AlarmType::Corrupt,
+            other => return Err(self.unknown(field, other)),
+        })
     }
 
     fn unknown(&self, field: &'static str, tag: u8) -> ProtocolError {
@@ -348,6 +378,23 @@ impl<'a> Decoder<'a> {
             },
             tag::WATCH_PROGRESS => Request::WatchProgress,
             tag::STATUS => Request::Status,
+            tag::ALARM => Request::Alarm {
+                action: self.alarm_action("alarm action")?,
+                member_id: self.u64("alarm member")?,
+                alarm: self.alarm_type("alarm type")?,
+            },
+            tag::HASH => Request::Hash,
+            tag::HASH_KV => Request::HashKv {
+                revision: self.revision("hash kv revision")?,
+            },
+            tag::DEFRAGMENT => Request::Defragment,
+            tag::SNAPSHOT => Request::Snapshot,
+            tag::MOVE_LEADER => Request::MoveLeader {
+                target: self.u64("move leader target")?,
+            },
+            tag::MEMBER_LIST => Request::MemberList {
+                linearizable: self.bool("member list linearizable")?,
+            },
             other => return Err(self.unknown("request", other)),
         })
     }
@@ -517,6 +564,48 @@ impl<'a> Decoder<'a> {
                     raft_term: self.u64("status raft term")?,
                     raft_applied_index: self.u64("status raft applied index")?,
                 }),
+                tag::MEMBER_LIST => {
+                    let count = self.count("members", MEMBER_BYTES_MIN)?;
+                    let mut members = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        members.push(Member {
+                            id: self.u64("member id")?,
+                            name: self.string("member name")?,
+                            peer_urls: self.strings("member peer urls")?,
+                            client_urls: self.strings("member client urls")?,
+                            is_learner: self.bool("member learner")?,
+                        });
+                    }
+                    Response::MemberList(header, members)
+                }
+                tag::ALARM => {
+                    let count = self.count("alarms", 9)?;
+                    let mut alarms = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        alarms.push(AlarmMember {
+                            member_id: self.u64("alarm member")?,
+                            alarm: self.alarm_type("alarm type")?,
+                        });
+                    }
+                    Response::Alarm(header, alarms)
+                }
+                tag::HASH => Response::Hash {
+                    header,
+                    hash: self.u32("hash")?,
+                },
+                tag::HASH_KV => Response::HashKv {
+                    header,
+                    hash: self.u32("hash kv hash")?,
+                    compact_revision: self.revision("hash kv compact revision")?,
+                    hash_revision: self.revision("hash kv revision")?,
+                },
+                tag::DEFRAGMENT => Response::Defragment(header),
+                tag::SNAPSHOT => Response::SnapshotChunk {
+                    header,
+                    remaining_bytes: self.u64("snapshot remaining bytes")?,
+                    blob: self.bytes("snapshot blob")?,
+                },
+                tag::MOVE_LEADER => Response::MoveLeader(header),
                 _ => unreachable!("codec: RESPONSE_TAGS lists only decodable tags"),
             },
         })

@@ -9,7 +9,23 @@ use corekv_engine::{
 };
 
 use super::tag;
-use crate::protocol::messages::{Header, Request, Response};
+use crate::protocol::messages::{AlarmAction, AlarmType, Header, Request, Response};
+
+pub(super) fn alarm_action_code(action: AlarmAction) -> u8 {
+    match action {
+        AlarmAction::Get => 0,
+        AlarmAction::Activate => 1,
+        AlarmAction::Deactivate => 2,
+    }
+}
+
+pub(super) fn alarm_type_code(alarm: AlarmType) -> u8 {
+    match alarm {
+        AlarmType::None => 0,
+        AlarmType::NoSpace => 1,
+        AlarmType::Corrupt => 2,
+    }
+}
 
 pub(super) fn begin_frame(request_id: u64, message_tag: u8, out: &mut Vec<u8>) -> usize {
     let start = out.len();
@@ -217,7 +233,24 @@ pub(super) fn encode_request_payload(request: &Request, out: &mut Vec<u8>) {
             put_u8(out, flags(&[watch.no_put, watch.no_delete, watch.prev_kv]));
         }
         Request::WatchCancel { watch_id } => put_u64(out, *watch_id),
-        Request::LeaseLeases | Request::WatchProgress | Request::Status => {}
+        Request::LeaseLeases
+        | Request::WatchProgress
+        | Request::Status
+        | Request::Hash
+        | Request::Defragment
+        | Request::Snapshot => {}
+        Request::MemberList { linearizable } => put_u8(out, flags(&[*linearizable])),
+        Request::Alarm {
+            action,
+            member_id,
+            alarm,
+        } => {
+            put_u8(out, alarm_action_code(*action));
+            put_u64(out, *member_id);
+            put_u8(out, alarm_type_code(*alarm));
+        }
+        Request::HashKv { revision } => put_i64(out, revision.0),
+        Request::MoveLeader { target } => put_u64(out, *target),
     }
 }
 
@@ -380,6 +413,56 @@ pub(super) fn encode_response_payload(response: &Response, out: &mut Vec<u8>) {
             put_u64(out, status.raft_index);
             put_u64(out, status.raft_term);
             put_u64(out, status.raft_applied_index);
+        }
+        Response::MemberList(header, members) => {
+            put_header(out, header);
+            put_count(out, members.len());
+            for member in members {
+                put_u64(out, member.id);
+                put_bytes(out, member.name.as_bytes());
+                put_count(out, member.peer_urls.len());
+                for url in &member.peer_urls {
+                    put_bytes(out, url.as_bytes());
+                }
+                put_count(out, member.client_urls.len());
+                for url in &member.client_urls {
+                    put_bytes(out, url.as_bytes());
+                }
+                put_u8(out, flags(&[member.is_learner]));
+            }
+        }
+        Response::Alarm(header, alarms) => {
+            put_header(out, header);
+            put_count(out, alarms.len());
+            for alarm in alarms {
+                put_u64(out, alarm.member_id);
+                put_u8(out, alarm_type_code(alarm.alarm));
+            }
+        }
+        Response::Hash { header, hash } => {
+            put_header(out, header);
+            put_u32(out, *hash);
+        }
+        Response::HashKv {
+            header,
+            hash,
+            compact_revision,
+            hash_revision,
+        } => {
+            put_header(out, header);
+            put_u32(out, *hash);
+            put_i64(out, compact_revision.0);
+            put_i64(out, hash_revision.0);
+        }
+        Response::Defragment(header) | Response::MoveLeader(header) => put_header(out, header),
+        Response::SnapshotChunk {
+            header,
+            remaining_bytes,
+            blob,
+        } => {
+            put_header(out, header);
+            put_u64(out, *remaining_bytes);
+            put_bytes(out, blob);
         }
     }
 }
