@@ -11,5 +11,6 @@
 //! and in Raft.
 
 pub mod client;
+pub mod gateway;
 pub mod protocol;
 pub mod server;
