@@ -4,5 +4,8 @@
 //! etcd's messages and errors; it never touches engine state itself.
 //!
 //! * [`pb`]: the generated messages, servers and clients of etcd's API.
+//! * [`json`]: the HTTP JSON gateway (`POST /v3/kv/range`, ...) over any
+//!   implementation of the gRPC service traits.
 
+pub mod json;
 pub mod pb;
