@@ -1,10 +1,14 @@
 //! corekv-tests: tests that span crates or processes.
 //!
 //! This library is the harness: [`TestServer`] runs a real `corekv` process on free
-//! loopback ports with its own data directory, and can stop it (SIGTERM), kill it
-//! (SIGKILL) and restart it on the same data; [`run_client`] runs client code on a
-//! glommio executor. The tests themselves live in `tests/tests/`. Tests of one pure
-//! crate live beside that crate.
+//! loopback ports (binary protocol, and etcd's client URL for gRPC and HTTP) with its own
+//! data directory, and can stop it (SIGTERM), kill it (SIGKILL) and restart it on the
+//! same data; [`run_client`] runs client code on a glommio executor. For etcd
+//! compatibility, [`etcd`] runs the real etcd and etcdctl, [`mask`] masks what may
+//! legitimately differ between two servers' outputs, and [`compat`] runs one scenario
+//! against two servers and compares the transcripts; [`process`] runs child processes
+//! with deadlines. The tests themselves live in `tests/tests/`. Tests of one pure crate
+//! live beside that crate.
 //!
 //! The server binary is found through `COREKV_BIN`, or next to the test executable
 //! (`target/<profile>/corekv`); if it is not there it is built once with the test
@@ -19,6 +23,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use corekv_net::client::Client;
+
+pub mod compat;
+pub mod etcd;
+pub mod mask;
+pub mod process;
 
 /// How long a server may take to start serving.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -61,7 +70,9 @@ pub fn server_binary() -> &'static Path {
 }
 
 /// A port nobody listens on right now, below the kernel's ephemeral range (32768+):
-/// probing an ephemeral port with no listener can connect the socket to itself.
+/// probing an ephemeral port with no listener can connect the socket to itself. Ports
+/// come from 20000-31999, so never etcd's defaults 2379/2380; within one test process
+/// no port is handed out twice.
 pub fn free_port() -> u16 {
     static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let start = 20_000 + (std::process::id() % 500) as u16 * 20;
@@ -112,6 +123,10 @@ pub struct TestServer {
     child: Option<Child>,
     /// Binary protocol address.
     pub address: String,
+    /// etcd's client URL, `http://127.0.0.1:<port>`: gRPC and HTTP (JSON gateway,
+    /// /health, /version, /metrics), passed as `--listen-client-urls` and
+    /// `--advertise-client-urls`.
+    client_url: String,
     /// Data directory.
     pub data_dir: PathBuf,
     args: Vec<String>,
@@ -134,11 +149,18 @@ impl TestServer {
     /// A server on a free port using `data_dir` (not started).
     pub fn configure(data_dir: &Path, extra: &[&str], log: PathBuf) -> TestServer {
         let address = format!("127.0.0.1:{}", free_port());
+        // A port of its own for the client URL: never etcd's default 2379, which parallel
+        // tests (and a real etcd) would fight over.
+        let client_url = format!("http://127.0.0.1:{}", free_port());
         let mut args = vec![
             "--data-dir".to_string(),
             data_dir.display().to_string(),
             "--listen-binary-urls".to_string(),
             address.clone(),
+            "--listen-client-urls".to_string(),
+            client_url.clone(),
+            "--advertise-client-urls".to_string(),
+            client_url.clone(),
             "--cores".to_string(),
             "2".to_string(),
         ];
@@ -146,6 +168,7 @@ impl TestServer {
         TestServer {
             child: None,
             address,
+            client_url,
             data_dir: data_dir.to_path_buf(),
             args,
             log,
@@ -188,9 +211,30 @@ impl TestServer {
         }
     }
 
+    /// etcd's client URL (`http://127.0.0.1:<port>`).
+    pub fn client_url(&self) -> &str {
+        &self.client_url
+    }
+
+    /// The client URL's host:port, as etcdctl's `--endpoints` takes it.
+    pub fn client_endpoint(&self) -> &str {
+        self.client_url
+            .strip_prefix("http://")
+            .expect("client URL built as http://host:port")
+    }
+
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// How the process ended, if it has (without reaping it for good: the status stays
+    /// available to [`TestServer::stop`]).
+    pub fn exit_status(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        match self.child.as_mut() {
+            Some(child) => Ok(child.try_wait()?),
+            None => Ok(None),
+        }
     }
 
     /// What the server wrote to stderr.
