@@ -75,6 +75,10 @@ impl LeaseTable {
         self.leases.contains_key(&id)
     }
 
+    pub fn len(&self) -> usize {
+        self.leases.len()
+    }
+
     pub fn ids(&self) -> impl Iterator<Item = LeaseId> + '_ {
         self.leases.keys().copied()
     }

@@ -624,6 +624,11 @@ impl Store {
         self.leases.time_to_live(id, now_ms, with_keys)
     }
 
+    /// Number of leases held.
+    pub fn lease_count(&self) -> usize {
+        self.leases.len()
+    }
+
     /// Every lease id, ascending.
     pub fn lease_ids(&self) -> Vec<LeaseId> {
         self.leases.ids().collect()

@@ -78,5 +78,5 @@ pub use types::{
 };
 pub use wal::{
     Recovered, Wal, WalConfig, WalStats, MAX_BATCH_BYTES_DEFAULT, MAX_RECORD_BYTES_DEFAULT,
-    SEGMENT_BYTES_DEFAULT,
+    SEGMENT_BYTES_DEFAULT, SYNC_BUCKETS, SYNC_BUCKET_BOUNDS_SECONDS,
 };

@@ -143,6 +143,33 @@ pub struct WalStats {
     pub records_synced: u64,
     pub bytes_written: u64,
     pub segments_created: u64,
+    /// fdatasync durations of batches: counts per bucket, bucket `i` holding durations
+    /// up to [`SYNC_BUCKET_BOUNDS_SECONDS`]`[i]` (the last also everything longer).
+    pub sync_buckets: [u64; SYNC_BUCKETS],
+    /// Sum of the fdatasync durations, in nanoseconds.
+    pub sync_nanos_total: u64,
+}
+
+/// Number of fdatasync duration buckets in [`WalStats`].
+pub const SYNC_BUCKETS: usize = 14;
+/// Upper bounds of the fdatasync duration buckets, in seconds: 1 ms doubling to 8.192 s
+/// (the buckets etcd reports for its WAL fsync histogram).
+pub const SYNC_BUCKET_BOUNDS_SECONDS: [f64; SYNC_BUCKETS] = [
+    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
+    8.192,
+];
+
+impl WalStats {
+    /// Counts one fdatasync that took `duration`.
+    pub fn record_sync(&mut self, duration: std::time::Duration) {
+        let seconds = duration.as_secs_f64();
+        let bucket = SYNC_BUCKET_BOUNDS_SECONDS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(SYNC_BUCKETS - 1);
+        self.sync_buckets[bucket] += 1;
+        self.sync_nanos_total += duration.as_nanos() as u64;
+    }
 }
 
 #[derive(Debug, Clone)]

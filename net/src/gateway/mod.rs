@@ -6,6 +6,20 @@
 //! * [`pb`]: the generated messages, servers and clients of etcd's API.
 //! * [`json`]: the HTTP JSON gateway (`POST /v3/kv/range`, ...) over any
 //!   implementation of the gRPC service traits.
+//! * [`service`]: KV, Lease, Cluster, Maintenance and Auth; [`watch`]: the Watch
+//!   stream; [`lock`]: Lock and Election, built from KV, lease and watch requests.
+//! * [`convert`]: etcd's messages to and from the shard's requests and responses.
+//! * [`serve`]: the runtime, gRPC and HTTP on one port, `/health`, `/version`,
+//!   `/metrics`.
+//!
+//! Every request crosses to the shard through `server::bridge`, the same path (edge
+//! checks, batching) as the binary protocol's; the gateway's own cost is the gRPC and
+//! JSON codec plus one cross-thread hop each way.
 
+pub mod convert;
 pub mod json;
+pub mod lock;
 pub mod pb;
+pub mod serve;
+pub mod service;
+pub mod watch;

@@ -24,6 +24,7 @@ use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 
+use super::bridge::{Sinks, GATEWAY_SESSION_BASE};
 use super::config::ServerConfig;
 use super::mesh::{ClientRequest, Reply, ToShard};
 use super::shard::engine_error;
@@ -59,6 +60,8 @@ pub(crate) struct Core {
     wake: LocalSender<()>,
     connections: RefCell<HashMap<u64, Connection>>,
     next_connection: Cell<u64>,
+    /// Replies owed to the gateway (see `bridge`), when this core hosts it.
+    gateway: Rc<RefCell<Sinks>>,
 }
 
 impl Core {
@@ -79,15 +82,34 @@ impl Core {
             wake,
             connections: RefCell::new(HashMap::new()),
             next_connection: Cell::new(1),
+            gateway: Rc::new(RefCell::new(Sinks::default())),
         });
         glommio::spawn_local(send_to_shard(core.clone(), woken, to_shard)).detach();
         glommio::spawn_local(route_replies(core.clone(), from_shard)).detach();
         core
     }
 
-    fn submit(&self, request: ClientRequest) {
+    pub(crate) fn submit(&self, request: ClientRequest) {
         self.outbox.borrow_mut().push(request);
         let _ = self.wake.try_send(());
+    }
+
+    /// Tells the shard a connection (or gateway session) ended.
+    pub(crate) fn connection_closed(&self, connection: u64) {
+        self.closed.borrow_mut().push(connection);
+        let _ = self.wake.try_send(());
+    }
+
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    pub(crate) fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    pub(crate) fn gateway_sinks(&self) -> Rc<RefCell<Sinks>> {
+        self.gateway.clone()
     }
 }
 
@@ -121,6 +143,14 @@ async fn route_replies(core: Rc<Core>, from_shard: ConnectedReceiver<Vec<Reply>>
     while let Some(batch) = from_shard.recv().await {
         let connections = core.connections.borrow();
         for reply in batch {
+            if reply.connection >= GATEWAY_SESSION_BASE {
+                core.gateway.borrow_mut().deliver(
+                    reply.request_id,
+                    reply.response,
+                    reply.completes,
+                );
+                continue;
+            }
             let Some(connection) = connections.get(&reply.connection) else {
                 continue;
             };
@@ -176,8 +206,7 @@ async fn serve(core: Rc<Core>, mut stream: TcpStream) {
     let _ = out.try_send(Outgoing::Close);
     writer_task.await;
     core.connections.borrow_mut().remove(&id);
-    core.closed.borrow_mut().push(id);
-    let _ = core.wake.try_send(());
+    core.connection_closed(id);
 }
 
 async fn read_requests(
@@ -268,7 +297,7 @@ async fn write_replies(
 }
 
 /// etcd's edge checks, answered without bothering the shard.
-fn validate(request: &Request, config: &ServerConfig) -> Result<(), Response> {
+pub(crate) fn validate(request: &Request, config: &ServerConfig) -> Result<(), Response> {
     let checked = match request {
         Request::Range(range) => validate_range(range),
         Request::Put(put) => validate_put(put),

@@ -14,10 +14,12 @@
 //! is in flight (every accepted write is fsynced and answered), flushes the replies, and
 //! the process exits 0.
 
+pub mod bridge;
 pub mod config;
 pub(crate) mod connection;
 pub mod entry;
 pub(crate) mod mesh;
+pub mod metrics;
 pub mod shard;
 
 use std::fs::File;
@@ -32,10 +34,13 @@ use glommio::channels::shared_channel;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use self::bridge::{run_bridge, ShardHandle};
 use self::config::ServerConfig;
 use self::connection::{accept_loop, Core};
 use self::mesh::{Reply, ToShard};
+use self::metrics::Metrics;
 use self::shard::{event_queue, forward, Event, Shard};
+use crate::gateway::service::Gateway;
 
 /// corekv's version, and the etcd API version it speaks.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (etcd API 3.4)");
@@ -158,6 +163,11 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
     let mut to_shard_senders = to_shard_senders.into_iter();
     let mut from_shard_receivers = from_shard_receivers.into_iter();
     let mut shard_parts = Some((to_shard_receivers, from_shard_senders, ready_tx));
+    // The gateway's requests enter through the last core: on a machine of two or more
+    // cores that is not the shard's, which has the most work.
+    let (gateway_handle, gateway_receiver) = ShardHandle::new();
+    let metrics = Arc::new(Metrics::default());
+    let mut gateway_receiver = Some(gateway_receiver);
     let mut core_threads = Vec::new();
     for core in 0..cores {
         let to_shard = to_shard_senders.next().expect("one channel per core");
@@ -165,15 +175,26 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
         let core_config = config.clone();
         let bound = bound_tx.clone();
         let shard = shard_parts.take();
+        let shard_metrics = metrics.clone();
+        let bridge = if core + 1 == cores {
+            gateway_receiver.take()
+        } else {
+            None
+        };
         let handle = LocalExecutorBuilder::new(placement(core))
             .name(&format!("corekv-core-{core}"))
             .io_memory(IO_MEMORY_BYTES)
             .spawn(move || async move {
                 let config = Rc::new((*core_config).clone());
-                let shard_task = match shard {
-                    Some((to_shard_receivers, from_shard_senders, ready)) => {
-                        match start_shard(config.clone(), to_shard_receivers, from_shard_senders)
-                            .await
+                let shard_task =
+                    match shard {
+                        Some((to_shard_receivers, from_shard_senders, ready)) => match start_shard(
+                            config.clone(),
+                            to_shard_receivers,
+                            from_shard_senders,
+                            shard_metrics,
+                        )
+                        .await
                         {
                             Ok(task) => {
                                 let _ = ready.send(Ok(()));
@@ -183,10 +204,9 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
                                 let _ = ready.send(Err(format!("{error:#}")));
                                 return;
                             }
-                        }
-                    }
-                    None => None,
-                };
+                        },
+                        None => None,
+                    };
                 let mut listeners = Vec::new();
                 for address in &config.binary_addresses {
                     match TcpListener::bind(address) {
@@ -204,6 +224,9 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
                     to_shard.connect().await,
                     from_shard.connect().await,
                 );
+                if let Some(receiver) = bridge {
+                    glommio::spawn_local(run_bridge(core.clone(), receiver)).detach();
+                }
                 let mut accepting = Vec::new();
                 for listener in listeners {
                     accepting.push(glommio::spawn_local(accept_loop(core.clone(), listener)));
@@ -233,15 +256,34 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
             Err(_) => bail!("an executor stopped during start-up"),
         }
     }
-    let addresses: Vec<String> = config
-        .binary_addresses
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
+    // The client URLs (gRPC, JSON gateway, /health, /metrics) open last: by now the
+    // shard has recovered and every core serves.
+    let bind = |addresses: &[std::net::SocketAddr]| -> Result<Vec<std::net::TcpListener>> {
+        addresses
+            .iter()
+            .map(|address| {
+                std::net::TcpListener::bind(address)
+                    .with_context(|| format!("cannot listen on {address}"))
+            })
+            .collect()
+    };
+    let client_listeners = bind(&config.client_addresses)?;
+    let metrics_listeners = bind(&config.metrics_addresses)?;
+    let gateway = Gateway::new(gateway_handle, config.clone(), metrics);
+    let _gateway_thread =
+        crate::gateway::serve::start(gateway, cores, client_listeners, metrics_listeners)?;
+    let list = |addresses: &[std::net::SocketAddr]| -> String {
+        addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     eprintln!(
-        "corekv {VERSION}: member {} serving the binary protocol on {} with {} cores, data in {}",
+        "corekv {VERSION}: member {} serving etcd's gRPC API and HTTP on {}, the binary protocol on {}, with {} cores, data in {}",
         config.name,
-        addresses.join(","),
+        list(&config.client_addresses),
+        list(&config.binary_addresses),
         cores,
         config.data_dir.display()
     );
@@ -262,10 +304,11 @@ async fn start_shard(
     config: Rc<ServerConfig>,
     to_shard_receivers: Vec<shared_channel::SharedReceiver<ToShard>>,
     from_shard_senders: Vec<shared_channel::SharedSender<Vec<Reply>>>,
+    metrics: Arc<Metrics>,
 ) -> Result<glommio::task::JoinHandle<()>> {
     let (events_tx, events_rx) = event_queue();
     let events_tx = Rc::new(events_tx);
-    let mut shard = Shard::open(config.clone(), events_tx.clone()).await?;
+    let mut shard = Shard::open(config.clone(), events_tx.clone(), metrics).await?;
     for receiver in to_shard_receivers {
         glommio::spawn_local(forward(receiver, events_tx.clone())).detach();
     }

@@ -20,6 +20,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -46,6 +47,7 @@ use super::entry::{
     encode_snapshot_payload, split_wal_entry, wal_entry_payload,
 };
 use super::mesh::{ClientRequest, Reply, ToShard};
+use super::metrics::{request_kind, Metrics, ShardFigures, REQUEST_KINDS};
 use crate::protocol::{
     AlarmAction, AlarmMember, AlarmType, Header, Member, Request, Response, StatusResponse,
 };
@@ -65,6 +67,8 @@ pub const LEASE_REVOKES_PER_CHECK: usize = 1000;
 /// How often the leader looks for expired leases.
 pub const LEASE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How often the shard copies its figures to `/metrics`.
+const METRICS_INTERVAL: Duration = Duration::from_millis(10);
 /// How long the shard pauses between rounds of background work (snapshot chunks,
 /// watcher catch-up) when no event arrives.
 const MORE_WORK_PAUSE: Duration = Duration::from_micros(200);
@@ -229,6 +233,12 @@ pub(crate) struct Shard {
     no_space_proposed: bool,
     client_snapshots: Vec<ClientSnapshot>,
     leader_moves: Vec<LeaderMove>,
+    metrics: Arc<Metrics>,
+    last_metrics: Instant,
+    /// Requests accepted, by [`REQUEST_KINDS`] index.
+    request_counts: [u64; REQUEST_KINDS.len()],
+    leader_changes: u64,
+    proposals_failed: u64,
     was_leader: bool,
     /// Until the first election: a member that is the only voter campaigns at once
     /// instead of waiting an election timeout.
@@ -271,6 +281,7 @@ impl Shard {
     pub(crate) async fn open(
         config: Rc<ServerConfig>,
         events: Rc<LocalSender<Event>>,
+        metrics: Arc<Metrics>,
     ) -> Result<Shard> {
         let ids = derive_ids(&config);
         let disk = Rc::new(GlommioDisk);
@@ -436,6 +447,11 @@ impl Shard {
             no_space_proposed: false,
             client_snapshots: Vec::new(),
             leader_moves: Vec::new(),
+            metrics,
+            last_metrics: started,
+            request_counts: [0; REQUEST_KINDS.len()],
+            leader_changes: 0,
+            proposals_failed: 0,
             was_leader: false,
             campaign_if_sole_voter: true,
             poisoned: None,
@@ -619,6 +635,7 @@ impl Shard {
     /// or after a read index, watch and lease-local requests are answered at once.
     fn accept(&mut self, request: ClientRequest) {
         let client = Client::of(&request);
+        self.request_counts[request_kind(&request.request)] += 1;
         if self.shutting_down {
             self.reply_error(client, CODE_UNAVAILABLE, "etcdserver: server stopped");
             return;
@@ -857,6 +874,35 @@ impl Shard {
         self.advance_snapshot();
         self.advance_client_snapshots();
         self.check_leader_moves();
+        self.publish_metrics();
+    }
+
+    /// Copies the shard's figures to `/metrics` (at most every [`METRICS_INTERVAL`]).
+    fn publish_metrics(&mut self) {
+        if self.last_metrics.elapsed() < METRICS_INTERVAL {
+            return;
+        }
+        self.last_metrics = Instant::now();
+        let status = self.raft.status();
+        let figures = ShardFigures {
+            raft_term: status.term.0,
+            raft_last_index: status.last_index.0,
+            raft_commit_index: status.commit.0,
+            raft_applied_index: self.applied.0,
+            has_leader: status.leader.is_some(),
+            is_leader: status.role == Role::Leader,
+            leader_changes: self.leader_changes,
+            db_size_bytes: self.store.approximate_bytes() as u64,
+            keys: self.store.key_count() as u64,
+            revision: self.store.revision().0,
+            compact_revision: self.store.compact_revision().0,
+            watchers: self.watchers.len() as u64,
+            leases: self.store.lease_count() as u64,
+            proposals_pending: self.proposals.len() as u64,
+            proposals_failed: self.proposals_failed,
+        };
+        self.metrics
+            .publish_shard(&figures, &self.wal.stats(), &self.request_counts);
     }
 
     fn propose_writes(&mut self) {
@@ -964,6 +1010,7 @@ impl Shard {
 
     fn handle_ready(&mut self, ready: Ready) {
         if ready.soft_state.is_some() {
+            self.leader_changes += 1;
             let leader = self.raft.role() == Role::Leader;
             if leader && !self.was_leader {
                 let extend = self.config.election_timeout.as_millis() as u64;
@@ -1517,6 +1564,7 @@ impl Shard {
             .collect();
         for id in expired {
             let pending = self.proposals.remove(&id).expect("listed above");
+            self.proposals_failed += 1;
             for client in pending.clients.into_iter().flatten() {
                 self.reply_error(client, CODE_UNAVAILABLE, timed_out);
             }
