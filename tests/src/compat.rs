@@ -258,6 +258,12 @@ impl<'a> Session<'a> {
         spawn_etcdctl(self.endpoint(), args)
     }
 
+    /// Starts another program (a streaming curl) in the background under `label`;
+    /// [`Session::finish`] records it.
+    pub fn spawn(&self, label: &str, command: Command) -> Background {
+        Background::spawn(label.to_string(), command)
+    }
+
     /// Runs another program (curl) with a deadline and records it under `label`.
     pub fn run(&mut self, label: &str, command: Command, stdin: Option<&str>) -> Output {
         let output = process::run(command, stdin, crate::etcd::ETCDCTL_TIMEOUT);

@@ -50,19 +50,24 @@ pub fn which(program: &str) -> Option<PathBuf> {
         .find(|path| is_executable(path))
 }
 
-/// Whether etcd and etcdctl are installed. When they are not: panics if
-/// `COREKV_REQUIRE_ETCD` is set, else prints a loud skip message naming `test` and
-/// returns false.
+/// Whether etcd and etcdctl are installed; see [`programs_available`].
 pub fn etcd_available(test: &str) -> bool {
-    let missing: Vec<&str> = ["etcd", "etcdctl"]
-        .into_iter()
+    programs_available(test, &["etcd", "etcdctl"])
+}
+
+/// Whether all `programs` are in PATH. When one is not: panics if `COREKV_REQUIRE_ETCD`
+/// is set, else prints a loud skip message naming `test` and returns false.
+pub fn programs_available(test: &str, programs: &[&str]) -> bool {
+    let missing: Vec<&str> = programs
+        .iter()
+        .copied()
         .filter(|program| which(program).is_none())
         .collect();
     if missing.is_empty() {
         return true;
     }
     let message = format!(
-        "{} not found in PATH (apt-get install etcd-server etcd-client; tests/run.sh does)",
+        "{} not found in PATH (apt-get install etcd-server etcd-client curl; tests/run.sh does)",
         missing.join(" and ")
     );
     if std::env::var_os("COREKV_REQUIRE_ETCD").is_some() {

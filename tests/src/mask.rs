@@ -33,6 +33,9 @@ enum Token {
     Hex,
     /// A JSON string: the part between the quotes is the token.
     Quoted,
+    /// A JSON string holding a dotted version ("3.4.23"); the gateway quotes a key's
+    /// version number too ("version":"2"), which must stay.
+    DottedQuoted,
     /// A JSON string or number.
     Scalar,
     /// Up to the next whitespace.
@@ -59,6 +62,8 @@ enum Class {
 /// Prefix, token after it, what the token becomes, and text that must follow the token.
 type Rule = (&'static str, Token, Class, &'static str);
 
+// One rule per line reads as a table; rustfmt would break most of them over five lines.
+#[rustfmt::skip]
 const RULES: &[Rule] = &[
     // JSON: etcdctl -w json (Go's encoding/json) and the gateway (grpc-gateway).
     ("\"cluster_id\":", Token::Digits, Class::DecimalId, ""),
@@ -67,44 +72,21 @@ const RULES: &[Rule] = &[
     ("\"ID\":", Token::Digits, Class::DecimalId, ""),
     ("\"id\":", Token::Digits, Class::DecimalId, ""),
     ("\"lease\":", Token::Digits, Class::DecimalId, ""),
-    (
-        "\"raft_term\":",
-        Token::Digits,
-        Class::NonZero("<TERM>"),
-        "",
-    ),
+    ("\"raft_term\":", Token::Digits, Class::NonZero("<TERM>"), ""),
     ("\"raftTerm\":", Token::Digits, Class::NonZero("<TERM>"), ""),
     ("\"raftIndex\":", Token::Digits, Class::Fixed("<INDEX>"), ""),
-    (
-        "\"raftAppliedIndex\":",
-        Token::Digits,
-        Class::Fixed("<INDEX>"),
-        "",
-    ),
+    ("\"raftAppliedIndex\":", Token::Digits, Class::Fixed("<INDEX>"), ""),
     ("\"dbSize\":", Token::Digits, Class::Fixed("<SIZE>"), ""),
-    (
-        "\"dbSizeInUse\":",
-        Token::Digits,
-        Class::Fixed("<SIZE>"),
-        "",
-    ),
+    ("\"dbSizeInUse\":", Token::Digits, Class::Fixed("<SIZE>"), ""),
     ("\"hash\":", Token::Digits, Class::Fixed("<HASH>"), ""),
-    // etcdctl's timetolive JSON names the remaining TTL "ttl".
+    // etcdctl's timetolive JSON names the remaining TTL "ttl"; the gateway's names it
+    // "TTL", right before "grantedTTL" (a grant's "TTL" is the granted one and stays).
     ("\"ttl\":", Token::Digits, Class::Fixed("<REMAINING>"), ""),
-    // Quoted only: a key's "version" is a number and stays.
-    ("\"version\":", Token::Quoted, Class::Fixed("<VERSION>"), ""),
-    (
-        "\"etcdserver\":",
-        Token::Quoted,
-        Class::Fixed("<VERSION>"),
-        "",
-    ),
-    (
-        "\"etcdcluster\":",
-        Token::Quoted,
-        Class::Fixed("<VERSION>"),
-        "",
-    ),
+    ("\"TTL\":", Token::Digits, Class::Fixed("<REMAINING>"), ",\"grantedTTL\""),
+    // Dotted only: a key's "version" is a number (quoted by the gateway) and stays.
+    ("\"version\":", Token::DottedQuoted, Class::Fixed("<VERSION>"), ""),
+    ("\"etcdserver\":", Token::DottedQuoted, Class::Fixed("<VERSION>"), ""),
+    ("\"etcdcluster\":", Token::DottedQuoted, Class::Fixed("<VERSION>"), ""),
     ("\"ts\":", Token::Scalar, Class::Fixed("<TS>"), ""),
     ("\"took\":", Token::Scalar, Class::Fixed("<TOOK>"), ""),
     ("\"size\":", Token::Quoted, Class::Fixed("<SIZE>"), ""),
@@ -115,55 +97,20 @@ const RULES: &[Rule] = &[
     ("\"ID\" : ", Token::Digits, Class::DecimalId, ""),
     ("\"Lease\" : ", Token::Digits, Class::DecimalId, ""),
     ("\"PrevLease\" : ", Token::Digits, Class::DecimalId, ""),
-    (
-        "\"RaftTerm\" : ",
-        Token::Digits,
-        Class::NonZero("<TERM>"),
-        "",
-    ),
-    (
-        "\"RaftIndex\" : ",
-        Token::Digits,
-        Class::Fixed("<INDEX>"),
-        "",
-    ),
-    (
-        "\"RaftAppliedIndex\" : ",
-        Token::Digits,
-        Class::Fixed("<INDEX>"),
-        "",
-    ),
+    ("\"RaftTerm\" : ", Token::Digits, Class::NonZero("<TERM>"), ""),
+    ("\"RaftIndex\" : ", Token::Digits, Class::Fixed("<INDEX>"), ""),
+    ("\"RaftAppliedIndex\" : ", Token::Digits, Class::Fixed("<INDEX>"), ""),
     ("\"DBSize\" : ", Token::Digits, Class::Fixed("<SIZE>"), ""),
-    (
-        "\"DBSizeInUse\" : ",
-        Token::Digits,
-        Class::Fixed("<SIZE>"),
-        "",
-    ),
+    ("\"DBSizeInUse\" : ", Token::Digits, Class::Fixed("<SIZE>"), ""),
     ("\"Hash\" : ", Token::Digits, Class::Fixed("<HASH>"), ""),
-    (
-        "\"Version\" : ",
-        Token::Quoted,
-        Class::Fixed("<VERSION>"),
-        "",
-    ),
+    ("\"Version\" : ", Token::DottedQuoted, Class::Fixed("<VERSION>"), ""),
     ("\"Took\" : ", Token::Rest, Class::Fixed("<TOOK>"), ""),
     // etcdctl simple output.
     ("took = ", Token::Word, Class::Fixed("<TOOK>"), ""),
-    (
-        "remaining(",
-        Token::Digits,
-        Class::Fixed("<REMAINING>"),
-        "s)",
-    ),
+    ("remaining(", Token::Digits, Class::Fixed("<REMAINING>"), "s)"),
     ("lease ", Token::Hex, Class::HexId, " "),
     // etcdctl's client logs name a per-run client.
-    (
-        "endpoint://client-",
-        Token::Uuid,
-        Class::Fixed("<UUID>"),
-        "/",
-    ),
+    ("endpoint://client-", Token::Uuid, Class::Fixed("<UUID>"), "/"),
 ];
 
 /// Masks one server's output, step after step, remembering the ids it has seen.
@@ -431,6 +378,10 @@ fn split_token(text: &str, token: Token) -> (usize, &str, usize) {
             None => (0, "", 0),
         },
         Token::Quoted => (0, "", 0),
+        Token::DottedQuoted => match split_token(text, Token::Quoted) {
+            (1, value, 1) if value.contains('.') => (1, value, 1),
+            _ => (0, "", 0),
+        },
         Token::Scalar => (
             0,
             take(0, &|c| c.is_ascii_digit() || "+-.eE".contains(c)),
@@ -640,6 +591,16 @@ mod tests {
         assert_eq!(
             masker().mask(r#"{"header":{"cluster_id":"14443903163313418560","member_id":"11417610130673999598","revision":"2","raft_term":"2"}}"#),
             r#"{"header":{"cluster_id":"<ID1>","member_id":"<ID2>","revision":"2","raft_term":"<TERM>"}}"#
+        );
+        assert_eq!(
+            masker().mask(r#"{"ID":"2228896974167387237","TTL":"86","grantedTTL":"100"} {"ID":"2228896974167387237","TTL":"100"}"#),
+            r#"{"ID":"<ID1>","TTL":"<REMAINING>","grantedTTL":"100"} {"ID":"<ID1>","TTL":"100"}"#
+        );
+        // A key's version stays; the server's version goes.
+        assert_eq!(
+            masker()
+                .mask(r#"{"version":"2","value":"MQ=="} {"version":"3.4.23","dbSize":"20480"}"#),
+            r#"{"version":"2","value":"MQ=="} {"version":"<VERSION>","dbSize":"<SIZE>"}"#
         );
     }
 
