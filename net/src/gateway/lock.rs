@@ -16,6 +16,7 @@ use super::convert::{header, key_value, unexpected};
 use super::pb::{v3electionpb as epb, v3lockpb as lpb};
 use super::service::{BoxStream, Gateway, ReceiverStream};
 use crate::protocol::{Header, Request, Response};
+use crate::server::bridge::stream_channel;
 
 /// How often a waiter re-checks that the shard is still there while watching.
 const WAIT_POLL: Duration = Duration::from_secs(1);
@@ -157,7 +158,7 @@ impl Gateway {
     ) -> Result<KeyValue, Status> {
         let session = self.shard.open_session();
         let _closer = SessionCloser(self.shard.clone(), session);
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = stream_channel();
         let watch = WatchRequest {
             key: key.to_vec(),
             range_end: range_end.to_vec(),
@@ -453,7 +454,7 @@ impl Gateway {
     async fn wait_any(&self, key: &[u8], start: i64) -> Result<Option<KeyValue>, Status> {
         let session = self.shard.open_session();
         let _closer = SessionCloser(self.shard.clone(), session);
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = stream_channel();
         let watch = WatchRequest {
             key: key.to_vec(),
             start_revision: Revision(start),

@@ -14,6 +14,7 @@ use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status, Streaming}
 use super::convert::{self, header, status, unexpected};
 use super::pb::etcdserverpb as pb;
 use crate::protocol::{AlarmAction, AlarmType, Request, Response};
+use crate::server::bridge::stream_channel;
 use crate::server::bridge::ShardHandle;
 use crate::server::config::ServerConfig;
 use crate::server::metrics::Metrics;
@@ -488,7 +489,7 @@ impl pb::maintenance_server::Maintenance for Gateway {
         &self,
         _request: GrpcRequest<pb::SnapshotRequest>,
     ) -> Result<GrpcResponse<Self::SnapshotStream>, Status> {
-        let (chunks_tx, mut chunks) = mpsc::unbounded_channel();
+        let (chunks_tx, mut chunks) = stream_channel();
         let session = self.shard.open_session();
         self.shard
             .stream(session, Request::Snapshot, chunks_tx)

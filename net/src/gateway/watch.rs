@@ -21,6 +21,7 @@ use super::convert::{event, header, unexpected};
 use super::pb::etcdserverpb as pb;
 use super::service::{BoxStream, Gateway, ReceiverStream};
 use crate::protocol::{Request, Response};
+use crate::server::bridge::{stream_channel, STREAM_OVERFLOW_MESSAGE};
 
 /// How often an idle `progress_notify` watch hears the current revision (etcd's
 /// default).
@@ -69,7 +70,7 @@ async fn serve_stream(
     mut incoming: Streaming<pb::WatchRequest>,
     out: Out,
 ) {
-    let (replies_tx, mut replies) = mpsc::unbounded_channel::<(u64, Response)>();
+    let (replies_tx, mut replies) = stream_channel();
     // Bridge request id -> watch; gRPC watch id -> bridge request id.
     let mut watches: HashMap<u64, WatchState> = HashMap::new();
     let mut by_id: HashMap<i64, u64> = HashMap::new();
@@ -221,6 +222,10 @@ async fn serve_stream(
                         if out.send(Ok(canceled)).await.is_err() {
                             return;
                         }
+                    }
+                    Response::Error { code, message } if message == STREAM_OVERFLOW_MESSAGE => {
+                        let _ = out.send(Err(super::convert::status(code, message))).await;
+                        return;
                     }
                     other => {
                         // An error creating the watch: etcd reports it as a created and

@@ -43,7 +43,64 @@ pub enum Sink {
     /// A stream (watch, snapshot): every reply under the request id, tagged with it
     /// (several streams of one session may share a channel), until the stream ends
     /// (watch cancelled, last snapshot chunk, error) or the session closes.
-    Stream(mpsc::UnboundedSender<(u64, Response)>),
+    Stream(StreamSender),
+}
+
+/// Replies a stream's reader may leave untaken before the bridge gives up on it: the
+/// session is closed (its watches cancelled) and the reader gets
+/// [`STREAM_OVERFLOW_MESSAGE`], as a socket connection that stops reading is closed.
+pub const STREAM_PENDING_MAX: usize = 65_536;
+/// The error a stream's reader gets when it fell [`STREAM_PENDING_MAX`] replies behind.
+pub const STREAM_OVERFLOW_MESSAGE: &str =
+    "corekv: the client fell too far behind this stream's replies; the stream was closed";
+
+/// The sending half of a stream's replies; counts what the reader has not taken yet.
+#[derive(Clone, Debug)]
+pub struct StreamSender {
+    sender: mpsc::UnboundedSender<(u64, Response)>,
+    pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The receiving half of a stream's replies.
+#[derive(Debug)]
+pub struct StreamReceiver {
+    receiver: mpsc::UnboundedReceiver<(u64, Response)>,
+    pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A channel for stream replies (see [`ShardHandle::stream`]).
+pub fn stream_channel() -> (StreamSender, StreamReceiver) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let pending = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    (
+        StreamSender {
+            sender,
+            pending: pending.clone(),
+        },
+        StreamReceiver { receiver, pending },
+    )
+}
+
+impl StreamSender {
+    fn send(&self, request_id: u64, response: Response) -> bool {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.sender.send((request_id, response)).is_ok()
+    }
+
+    fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+}
+
+impl StreamReceiver {
+    /// The next reply, tagged with its request id; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<(u64, Response)> {
+        let next = self.receiver.recv().await;
+        if next.is_some() {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+        next
+    }
 }
 
 /// A message from the gateway to its core.
@@ -139,7 +196,7 @@ impl ShardHandle {
         &self,
         session: u64,
         request: Request,
-        replies: mpsc::UnboundedSender<(u64, Response)>,
+        replies: StreamSender,
     ) -> Result<u64, Stopped> {
         let request_id = self.ids.fetch_add(1, Ordering::Relaxed);
         let message = GatewayMessage::Call {
@@ -174,11 +231,27 @@ pub(crate) struct Sinks {
 }
 
 impl Sinks {
-    /// Delivers one reply from the shard.
-    pub(crate) fn deliver(&mut self, request_id: u64, response: Response, completes: bool) {
-        let Some((_, sink)) = self.by_request.get(&request_id) else {
-            return;
-        };
+    /// Delivers one reply from the shard. Returns a session to close when its reader
+    /// fell too far behind.
+    pub(crate) fn deliver(
+        &mut self,
+        request_id: u64,
+        response: Response,
+        completes: bool,
+    ) -> Option<u64> {
+        let (session, sink) = self.by_request.get(&request_id)?;
+        if let Sink::Stream(sender) = sink {
+            if sender.pending() >= STREAM_PENDING_MAX {
+                let session = *session;
+                let overflow = Response::Error {
+                    code: 8,
+                    message: STREAM_OVERFLOW_MESSAGE.to_string(),
+                };
+                sender.send(request_id, overflow);
+                self.close(session);
+                return Some(session);
+            }
+        }
         let ends = match sink {
             Sink::Once(_) => true,
             Sink::Stream(_) => match &response {
@@ -197,15 +270,16 @@ impl Sinks {
                     let _ = sender.send(response);
                 }
                 Sink::Stream(sender) => {
-                    let _ = sender.send((request_id, response));
+                    sender.send(request_id, response);
                 }
             }
         } else if let Some((_, Sink::Stream(sender))) = self.by_request.get(&request_id) {
-            if sender.send((request_id, response)).is_err() {
+            if !sender.send(request_id, response) {
                 // The stream's reader is gone; its session's close cleans up the watch.
                 self.by_request.remove(&request_id);
             }
         }
+        None
     }
 
     fn close(&mut self, session: u64) {
@@ -237,7 +311,7 @@ pub(crate) async fn run_bridge(core: Rc<Core>, mut receiver: mpsc::Receiver<Gate
                                 let _ = sender.send(response);
                             }
                             Sink::Stream(sender) => {
-                                let _ = sender.send((request_id, response));
+                                sender.send(request_id, response);
                             }
                         }
                         continue;
@@ -260,5 +334,58 @@ pub(crate) async fn run_bridge(core: Rc<Core>, mut receiver: mpsc::Receiver<Gate
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Header;
+
+    fn events() -> Response {
+        Response::WatchEvents(Header::default(), Vec::new())
+    }
+
+    /// Streams get every reply tagged in order; a reader that falls too far behind has
+    /// its session closed and gets the overflow error last; unary sinks end at once.
+    #[test]
+    fn sinks_route_and_bound_streams() {
+        let mut sinks = Sinks::default();
+        let (sender, mut receiver) = stream_channel();
+        sinks.by_request.insert(7, (100, Sink::Stream(sender)));
+        assert_eq!(
+            sinks.deliver(7, Response::WatchCreated(Header::default()), true),
+            None
+        );
+        for _ in 1..STREAM_PENDING_MAX {
+            assert_eq!(sinks.deliver(7, events(), false), None);
+        }
+        // One more than the reader may leave untaken closes its session.
+        assert_eq!(sinks.deliver(7, events(), false), Some(100));
+        assert!(sinks.by_request.is_empty());
+        let mut last = None;
+        let mut count = 0;
+        futures_lite::future::block_on(async {
+            while let Some(Some((id, response))) =
+                futures_lite::future::poll_once(receiver.recv()).await
+            {
+                assert_eq!(id, 7);
+                count += 1;
+                last = Some(response);
+            }
+        });
+        assert_eq!(count, STREAM_PENDING_MAX + 1);
+        assert!(
+            matches!(last, Some(Response::Error { code: 8, ref message }) if message == STREAM_OVERFLOW_MESSAGE)
+        );
+
+        let (once, mut answer) = oneshot::channel();
+        sinks.by_request.insert(8, (100, Sink::Once(once)));
+        assert_eq!(
+            sinks.deliver(8, Response::Defragment(Header::default()), true),
+            None
+        );
+        assert!(matches!(answer.try_recv(), Ok(Response::Defragment(_))));
+        assert!(sinks.by_request.is_empty());
     }
 }

@@ -144,11 +144,14 @@ async fn route_replies(core: Rc<Core>, from_shard: ConnectedReceiver<Vec<Reply>>
         let connections = core.connections.borrow();
         for reply in batch {
             if reply.connection >= GATEWAY_SESSION_BASE {
-                core.gateway.borrow_mut().deliver(
+                let overflowed = core.gateway.borrow_mut().deliver(
                     reply.request_id,
                     reply.response,
                     reply.completes,
                 );
+                if let Some(session) = overflowed {
+                    core.connection_closed(session);
+                }
                 continue;
             }
             let Some(connection) = connections.get(&reply.connection) else {
