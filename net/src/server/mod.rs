@@ -186,27 +186,26 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
             .io_memory(IO_MEMORY_BYTES)
             .spawn(move || async move {
                 let config = Rc::new((*core_config).clone());
-                let shard_task =
-                    match shard {
-                        Some((to_shard_receivers, from_shard_senders, ready)) => match start_shard(
-                            config.clone(),
-                            to_shard_receivers,
-                            from_shard_senders,
-                            shard_metrics,
-                        )
-                        .await
-                        {
-                            Ok(task) => {
-                                let _ = ready.send(Ok(()));
-                                Some(task)
-                            }
-                            Err(error) => {
-                                let _ = ready.send(Err(format!("{error:#}")));
-                                return;
-                            }
-                        },
-                        None => None,
-                    };
+                let shard_task = match shard {
+                    Some((to_shard_receivers, from_shard_senders, ready)) => match start_shard(
+                        config.clone(),
+                        to_shard_receivers,
+                        from_shard_senders,
+                        shard_metrics,
+                    )
+                    .await
+                    {
+                        Ok(task) => {
+                            let _ = ready.send(Ok(()));
+                            Some(task)
+                        }
+                        Err(error) => {
+                            let _ = ready.send(Err(format!("{error:#}")));
+                            return;
+                        }
+                    },
+                    None => None,
+                };
                 let mut listeners = Vec::new();
                 for address in &config.binary_addresses {
                     match TcpListener::bind(address) {
