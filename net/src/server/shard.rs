@@ -239,6 +239,8 @@ pub(crate) struct Shard {
     request_counts: [u64; REQUEST_KINDS.len()],
     leader_changes: u64,
     proposals_failed: u64,
+    /// `--auto-compaction-*` bookkeeping (the leader compacts).
+    auto_compaction: AutoCompactor,
     was_leader: bool,
     /// Until the first election: a member that is the only voter campaigns at once
     /// instead of waiting an election timeout.
@@ -404,6 +406,7 @@ impl Shard {
             )
         };
         store.lease_demote();
+        let auto_compaction = AutoCompactor::new(config.auto_compaction, started);
         let mut shard = Shard {
             config,
             ids,
@@ -452,6 +455,7 @@ impl Shard {
             request_counts: [0; REQUEST_KINDS.len()],
             leader_changes: 0,
             proposals_failed: 0,
+            auto_compaction,
             was_leader: false,
             campaign_if_sole_voter: true,
             poisoned: None,
@@ -608,6 +612,7 @@ impl Shard {
             Event::Tick => {
                 self.raft.tick();
                 self.expire_requests();
+                self.auto_compact();
             }
             Event::SnapshotSaved { index, result } => {
                 self.snapshot_in_flight = false;
@@ -1553,6 +1558,21 @@ impl Shard {
         }
     }
 
+    /// Proposes the compaction `--auto-compaction-*` asks for, when this member leads.
+    fn auto_compact(&mut self) {
+        let leader = self.raft.role() == Role::Leader;
+        let now = Instant::now();
+        let current = self.store.revision();
+        let compacted = self.store.compact_revision();
+        if let Some(revision) = self.auto_compaction.due(now, current, compacted, leader) {
+            eprintln!("corekv: auto-compaction at revision {}", revision.0);
+            self.internal_writes.push(Request::Compact {
+                revision,
+                physical: false,
+            });
+        }
+    }
+
     fn expire_requests(&mut self) {
         let now = Instant::now();
         let timed_out = "etcdserver: request timed out";
@@ -1752,6 +1772,102 @@ pub(crate) fn engine_error(error: &EngineError) -> Response {
     }
 }
 
+/// How often revision-mode auto-compaction looks (etcd's interval).
+pub const AUTO_COMPACTION_REVISION_INTERVAL: Duration = Duration::from_secs(300);
+/// Periodic auto-compaction runs at least this often (etcd's cap for long retentions).
+pub const AUTO_COMPACTION_PERIOD_MAX: Duration = Duration::from_secs(3600);
+
+/// `--auto-compaction-mode`/`--auto-compaction-retention`, as etcd runs them:
+/// * revision mode keeps the last N revisions, checked every 5 minutes;
+/// * periodic mode keeps the history of the last `retention`: it samples the revision
+///   every tenth of the retention and, every retention (at most every hour), compacts
+///   at the newest sample at least `retention` old.
+///
+/// Pure: time comes in as arguments, so it is tested without waiting.
+#[derive(Debug)]
+pub struct AutoCompactor {
+    mode: Option<crate::server::config::AutoCompaction>,
+    samples: VecDeque<(Instant, Revision)>,
+    next_sample: Instant,
+    next_compaction: Instant,
+    last: Revision,
+}
+
+impl AutoCompactor {
+    /// A compactor for `mode` (None: never compacts), starting at `now`.
+    pub fn new(mode: Option<crate::server::config::AutoCompaction>, now: Instant) -> AutoCompactor {
+        use crate::server::config::AutoCompaction;
+        let first = match mode {
+            Some(AutoCompaction::Revision(_)) => now + AUTO_COMPACTION_REVISION_INTERVAL,
+            Some(AutoCompaction::Periodic(retention)) => {
+                now + retention.min(AUTO_COMPACTION_PERIOD_MAX)
+            }
+            None => now,
+        };
+        AutoCompactor {
+            mode,
+            samples: VecDeque::new(),
+            next_sample: now,
+            next_compaction: first,
+            last: Revision(0),
+        }
+    }
+
+    /// The revision to compact at now, if any. Followers keep sampling (so a new leader
+    /// knows the history) but never compact.
+    pub fn due(
+        &mut self,
+        now: Instant,
+        current: Revision,
+        compacted: Revision,
+        leader: bool,
+    ) -> Option<Revision> {
+        use crate::server::config::AutoCompaction;
+        let mode = self.mode?;
+        let target = match mode {
+            AutoCompaction::Revision(keep) => {
+                if now < self.next_compaction {
+                    return None;
+                }
+                self.next_compaction = now + AUTO_COMPACTION_REVISION_INTERVAL;
+                Revision(current.0 - keep.min(i64::MAX as u64) as i64)
+            }
+            AutoCompaction::Periodic(retention) => {
+                if now >= self.next_sample {
+                    self.samples.push_back((now, current));
+                    self.next_sample = now + (retention / 10).max(Duration::from_millis(100));
+                }
+                if now < self.next_compaction {
+                    return None;
+                }
+                self.next_compaction = now + retention.min(AUTO_COMPACTION_PERIOD_MAX);
+                // The newest sample at least `retention` old; older ones are no longer
+                // needed once it is known.
+                let cutoff = now.checked_sub(retention)?;
+                let mut target = None;
+                while let Some((at, revision)) = self.samples.front().copied() {
+                    if at > cutoff {
+                        break;
+                    }
+                    target = Some(revision);
+                    self.samples.pop_front();
+                }
+                if let Some(revision) = target {
+                    // Keep it: the next compaction may find nothing newer that is old
+                    // enough.
+                    self.samples.push_front((cutoff, revision));
+                }
+                target?
+            }
+        };
+        if !leader || target.0 <= 0 || target <= compacted || target <= self.last {
+            return None;
+        }
+        self.last = target;
+        Some(target)
+    }
+}
+
 /// Whether a write can make the store bigger (etcd refuses these under NOSPACE; deletes,
 /// compactions and revokes are what free space).
 fn adds_data(request: &Request) -> bool {
@@ -1792,4 +1908,66 @@ pub(crate) async fn forward(from: SharedReceiver<ToShard>, events: Rc<LocalSende
 /// A bounded event queue for the shard.
 pub(crate) fn event_queue() -> (LocalSender<Event>, LocalReceiver<Event>) {
     local_channel::new_bounded(65_536)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::config::AutoCompaction;
+
+    /// Revision mode keeps the last N revisions, every 5 minutes, on the leader only.
+    #[test]
+    fn auto_compaction_revision_mode() {
+        let start = Instant::now();
+        let mut compactor = AutoCompactor::new(Some(AutoCompaction::Revision(100)), start);
+        let at = |minutes: u64| start + Duration::from_secs(60 * minutes);
+        assert_eq!(compactor.due(at(1), Revision(500), Revision(0), true), None);
+        assert_eq!(
+            compactor.due(at(5), Revision(500), Revision(0), true),
+            Some(Revision(400))
+        );
+        // Not due again until 5 more minutes.
+        assert_eq!(
+            compactor.due(at(6), Revision(900), Revision(400), true),
+            None
+        );
+        // A follower never compacts.
+        assert_eq!(
+            compactor.due(at(10), Revision(900), Revision(400), false),
+            None
+        );
+        assert_eq!(
+            compactor.due(at(15), Revision(1000), Revision(400), true),
+            Some(Revision(900))
+        );
+        // Nothing new to compact.
+        assert_eq!(
+            compactor.due(at(20), Revision(950), Revision(900), true),
+            None
+        );
+        // Off: never.
+        let mut off = AutoCompactor::new(None, start);
+        assert_eq!(off.due(at(60), Revision(900), Revision(0), true), None);
+    }
+
+    /// Periodic mode compacts at the revision of `retention` ago.
+    #[test]
+    fn auto_compaction_periodic_mode() {
+        let start = Instant::now();
+        let retention = Duration::from_secs(60);
+        let mut compactor = AutoCompactor::new(Some(AutoCompaction::Periodic(retention)), start);
+        let mut result = Vec::new();
+        // One write per second: revision = seconds + 1.
+        for second in 0..=130u64 {
+            let now = start + Duration::from_secs(second);
+            if let Some(revision) =
+                compactor.due(now, Revision(second as i64 + 1), Revision(0), true)
+            {
+                result.push((second, revision.0));
+            }
+        }
+        // At 60 s the sample from 0 s (revision 1) is 60 s old; at 120 s the sample from
+        // 60 s (revision 61).
+        assert_eq!(result, vec![(60, 1), (120, 61)]);
+    }
 }
