@@ -199,12 +199,28 @@ impl Record {
     }
 }
 
+/// What one version counts for in [`Index::bytes`]: its value plus a fixed overhead for
+/// the revision fields and the allocation.
+pub(crate) const VERSION_OVERHEAD_BYTES: usize = 64;
+
+/// The bytes a version counts for in [`Index::bytes`].
+pub(crate) fn version_cost(version: &VersionRec) -> usize {
+    version.value.len() + VERSION_OVERHEAD_BYTES
+}
+
+fn record_cost(record: &Record) -> usize {
+    record.versions().map(version_cost).sum()
+}
+
 /// The ordered key index over a slab of records.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     tree: BTreeMap<Key, u32>,
     slots: Vec<Option<Record>>,
     free_slots: Vec<u32>,
+    /// Key bytes plus the cost of every retained version, kept up to date on every
+    /// change so that reading it is O(1) (the quota check reads it on every write).
+    bytes: usize,
 }
 
 /// Where a range ends.
@@ -244,6 +260,16 @@ impl Index {
         self.tree.len()
     }
 
+    /// Key bytes plus [`version_cost`] of every retained version.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Records that a version was pushed onto a record found with [`Index::get_mut`].
+    pub fn note_pushed(&mut self, version_bytes: usize) {
+        self.bytes += version_bytes;
+    }
+
     pub fn get(&self, key: &[u8]) -> Option<&Record> {
         let slot = *self.tree.get(KeyBytes::new(key))?;
         self.slots[slot as usize].as_ref()
@@ -257,13 +283,18 @@ impl Index {
     /// Appends a version to `key`, creating its record if needed.
     pub fn push(&mut self, key: &[u8], version: VersionRec) {
         match self.get_mut(key) {
-            Some(record) => record.push(version),
+            Some(record) => {
+                let cost = version_cost(&version);
+                record.push(version);
+                self.bytes += cost;
+            }
             None => self.insert_new(key, version),
         }
     }
 
     /// Creates the record of a key that has none.
     pub fn insert_new(&mut self, key: &[u8], version: VersionRec) {
+        self.bytes += key.len() + version_cost(&version);
         let record = Record::new(version);
         let slot = match self.free_slots.pop() {
             Some(slot) => {
@@ -332,23 +363,33 @@ impl Index {
     /// Returns the number of versions removed.
     pub fn compact(&mut self, compact: i64) -> usize {
         let mut removed_versions = 0;
+        let mut removed_bytes = 0;
         let slots = &mut self.slots;
         let free_slots = &mut self.free_slots;
-        self.tree.retain(|_, slot| {
+        self.tree.retain(|key, slot| {
             let record = slots[*slot as usize]
                 .as_mut()
                 .expect("index: tree points at a live slot");
             let before = record.len();
+            let before_bytes = if record.older.is_some() || record.latest.main <= compact {
+                record_cost(record)
+            } else {
+                // Only the latest version, newer than `compact`: nothing to drop.
+                return true;
+            };
             if record.compact(compact) {
                 removed_versions += before - record.len();
+                removed_bytes += before_bytes - record_cost(record);
                 true
             } else {
                 removed_versions += before;
+                removed_bytes += before_bytes + key.as_bytes().len();
                 slots[*slot as usize] = None;
                 free_slots.push(*slot);
                 false
             }
         });
+        self.bytes -= removed_bytes;
         if self.free_slots.len() > self.slots.len() / 2 && self.free_slots.len() > 1024 {
             self.shrink_slots();
         }
@@ -373,13 +414,16 @@ impl Index {
     #[cfg(any(test, debug_assertions))]
     pub fn check(&self) {
         let mut live = 0;
-        for slot in self.tree.values() {
-            self.slots[*slot as usize]
+        let mut bytes = 0;
+        for (key, slot) in &self.tree {
+            let record = self.slots[*slot as usize]
                 .as_ref()
-                .expect("tree points at a free slot")
-                .check();
+                .expect("tree points at a free slot");
+            record.check();
+            bytes += key.as_bytes().len() + record_cost(record);
             live += 1;
         }
+        assert_eq!(bytes, self.bytes, "byte count drifted");
         assert_eq!(
             live + self.free_slots.len(),
             self.slots.len(),

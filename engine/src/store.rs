@@ -136,19 +136,10 @@ impl Store {
     }
 
     /// Bytes the store holds, approximately: keys, retained values and a fixed cost per
-    /// version. Walks the whole index (for status and metrics, not the hot path).
+    /// version. O(1): the index keeps the count as versions come and go (the quota check
+    /// reads it on every write).
     pub fn approximate_bytes(&self) -> usize {
-        const VERSION_OVERHEAD_BYTES: usize = 64;
-        self.index
-            .iter()
-            .map(|(key, record)| {
-                key.as_bytes().len()
-                    + record
-                        .versions()
-                        .map(|v| v.value.len() + VERSION_OVERHEAD_BYTES)
-                        .sum::<usize>()
-            })
-            .sum()
+        self.index.bytes()
     }
 
     /// Number of keys with retained history (live or not yet compacted away).
@@ -422,7 +413,11 @@ impl Store {
             None
         };
         match record {
-            Some(record) => record.push(next),
+            Some(record) => {
+                let cost = crate::index::version_cost(&next);
+                record.push(next);
+                self.index.note_pushed(cost);
+            }
             None => self.index.insert_new(key, next),
         }
         PutResponse { prev_kv }
