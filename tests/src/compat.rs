@@ -75,7 +75,7 @@ pub struct CompatServer {
     pub endpoint: String,
     /// `http://<endpoint>`.
     pub client_url: String,
-    /// The advertised peer URL (corekv does not listen on it yet).
+    /// The peer URL (a single member: no peer ever connects).
     pub peer_url: String,
     scratch: TempDir,
     running: Running,
@@ -103,12 +103,21 @@ impl CompatServer {
                 })
             }
             Target::Corekv => {
+                // The same cluster flags as etcd's (see EtcdServer::start); corekv
+                // derives its member and cluster ids from them as etcd does.
                 let peer_url = format!("http://127.0.0.1:{}", free_port());
+                let initial_cluster = format!("{MEMBER_NAME}={peer_url}");
                 let mut args = vec![
                     "--name",
                     MEMBER_NAME,
+                    "--listen-peer-urls",
+                    &peer_url,
                     "--initial-advertise-peer-urls",
                     &peer_url,
+                    "--initial-cluster",
+                    &initial_cluster,
+                    "--initial-cluster-state",
+                    "new",
                     "--initial-cluster-token",
                     CLUSTER_TOKEN,
                     "--heartbeat-interval",
