@@ -28,10 +28,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
         printf '#!/bin/sh\nexit 101\n' >"$policy"
         chmod +x "$policy"
         own_policy=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
     if [ "$own_policy" = 1 ]; then
         rm -f "$policy"
+        trap - EXIT
     fi
 fi
 # Belt and braces: an etcd service left running by an earlier install is stopped.
