@@ -199,20 +199,16 @@ impl EtcdServer {
             dir,
         };
         let endpoint = server.endpoint.clone();
-        let log = server.log.clone();
         let child = server.child.as_mut().expect("just started");
-        wait_until_serving(
+        let serving = wait_until_serving(
             &endpoint,
             || match child.try_wait()? {
-                Some(status) => bail!(
-                    "etcd exited with {status} during start-up: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                ),
+                Some(status) => bail!("etcd exited with {status} during start-up"),
                 None => Ok(()),
             },
             "etcd",
-        )
-        .with_context(|| std::fs::read_to_string(&server.log).unwrap_or_default())?;
+        );
+        serving.with_context(|| format!("etcd log:\n{}", server.log_text()))?;
         Ok(server)
     }
 

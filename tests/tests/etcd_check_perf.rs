@@ -12,7 +12,9 @@
 //! print PASS. `COREKV_COMPAT_TARGET=corekv` tries corekv without flipping it.
 //!
 //! The check takes about 65 s (60 s of load, then the delete): this is the slowest test of
-//! the suite, and it runs alone in its own test binary.
+//! the suite, and it runs alone in its own test binary. It loads the `corekv` binary the
+//! harness finds (`cargo test` builds it with the test profile: debug assertions, no
+//! LTO); `COREKV_BIN=target/release/corekv` measures a release build instead.
 
 use std::time::{Duration, Instant};
 
