@@ -238,16 +238,21 @@ impl Store {
                 (order, _) => order,
             };
             if order != SortOrder::None {
-                // Stable sorts over key-ordered input: ties stay in key order.
-                match request.sort_target {
-                    SortTarget::Key => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
-                    SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
-                    SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
-                    SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
-                    SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
-                }
+                // Stable sorts over key-ordered input: ties stay in ascending key order in
+                // both directions, as etcd's (its sort of a descending order keeps ties in
+                // their original, key, order).
+                let target = request.sort_target;
+                let compare = move |a: &KeyValue, b: &KeyValue| match target {
+                    SortTarget::Key => a.key.cmp(&b.key),
+                    SortTarget::Version => a.version.cmp(&b.version),
+                    SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                    SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+                    SortTarget::Value => a.value.cmp(&b.value),
+                };
                 if order == SortOrder::Descend {
-                    kvs.reverse();
+                    kvs.sort_by(|a, b| compare(b, a));
+                } else {
+                    kvs.sort_by(compare);
                 }
             }
             if request.keys_only {
@@ -622,6 +627,18 @@ impl Store {
     /// Number of leases held.
     pub fn lease_count(&self) -> usize {
         self.leases.len()
+    }
+
+    /// Every lease id, soonest expiry first (etcd's order for its lease list); leases
+    /// without a deadline (on a follower) last, ties by id.
+    pub fn lease_ids_by_expiry(&self) -> Vec<LeaseId> {
+        let mut leases: Vec<(u64, LeaseId)> = self
+            .leases
+            .iter()
+            .map(|(id, lease)| (lease.deadline_ms.unwrap_or(u64::MAX), id))
+            .collect();
+        leases.sort_unstable();
+        leases.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Every lease id, ascending.

@@ -118,16 +118,21 @@ impl Model {
             r.sort_order
         };
         if order != SortOrder::None {
-            kvs.sort_by(|a, b| match r.sort_target {
-                SortTarget::Key => a.key.cmp(&b.key),
-                SortTarget::Version => a.version.cmp(&b.version),
-                SortTarget::Create => a.create_revision.cmp(&b.create_revision),
-                SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
-                SortTarget::Value => a.value.cmp(&b.value),
+            // Stable, so ties keep ascending key order in both directions (as etcd).
+            kvs.sort_by(|a, b| {
+                let (a, b) = if order == SortOrder::Descend {
+                    (b, a)
+                } else {
+                    (a, b)
+                };
+                match r.sort_target {
+                    SortTarget::Key => a.key.cmp(&b.key),
+                    SortTarget::Version => a.version.cmp(&b.version),
+                    SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                    SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+                    SortTarget::Value => a.value.cmp(&b.value),
+                }
             });
-            if order == SortOrder::Descend {
-                kvs.reverse();
-            }
         }
         if r.keys_only {
             kvs.iter_mut().for_each(|kv| kv.value.clear());

@@ -921,6 +921,12 @@ fn leases_grant_revoke_ttl_and_expiry() {
     assert_eq!((ttl.ttl_seconds, ttl.granted_ttl_seconds), (19, 30));
     assert_eq!(ttl.keys, [b"a".to_vec(), b"b".to_vec()]);
     assert_eq!(store.lease_ids().len(), 3);
+    // The lease list is ordered by expiry, soonest first (the 2 s minimum TTL of lease 1).
+    let by_expiry = store.lease_ids_by_expiry();
+    assert_eq!(by_expiry[0], LeaseId(1));
+    let mut sorted = by_expiry.clone();
+    sorted.sort();
+    assert_eq!(sorted, store.lease_ids());
 
     assert!(store.lease_expired(1_999, 10).is_empty());
     assert_eq!(

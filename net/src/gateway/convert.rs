@@ -212,30 +212,82 @@ pub fn delete_range_response(
     }
 }
 
-/// The engine's TxnResponse to etcd's. Nested responses carry the same header, as
-/// etcd's do.
+/// The engine's TxnResponse to etcd's. As etcd's, the responses nested inside carry a
+/// header with only the revision they saw: a read before the transaction's first change
+/// sees the revision before it, everything else the transaction's own.
 pub fn txn_response(
     header: Option<pb::ResponseHeader>,
     response: engine::TxnResponse,
 ) -> pb::TxnResponse {
+    let revision = header.map_or(0, |h| h.revision);
+    let before = if txn_changes(&response) {
+        revision - 1
+    } else {
+        revision
+    };
+    let mut seen_change = false;
+    nested_txn(header, response, revision, before, &mut seen_change)
+}
+
+/// Whether a transaction's executed operations changed anything (etcd bumps the
+/// revision only then).
+fn txn_changes(response: &engine::TxnResponse) -> bool {
+    response.responses.iter().any(op_changes)
+}
+
+fn op_changes(op: &engine::ResponseOp) -> bool {
+    match op {
+        engine::ResponseOp::Range(_) => false,
+        engine::ResponseOp::Put(_) => true,
+        engine::ResponseOp::DeleteRange(r) => r.deleted > 0,
+        engine::ResponseOp::Txn(r) => txn_changes(r),
+    }
+}
+
+fn only_revision(revision: i64) -> Option<pb::ResponseHeader> {
+    Some(pb::ResponseHeader {
+        revision,
+        ..pb::ResponseHeader::default()
+    })
+}
+
+fn nested_txn(
+    header: Option<pb::ResponseHeader>,
+    response: engine::TxnResponse,
+    revision: i64,
+    before: i64,
+    seen_change: &mut bool,
+) -> pb::TxnResponse {
     use pb::response_op::Response as Op;
+    let mut responses = Vec::with_capacity(response.responses.len());
+    for op in response.responses {
+        let changes = op_changes(&op);
+        let response = match op {
+            engine::ResponseOp::Range(r) => {
+                let seen = if *seen_change { revision } else { before };
+                Op::ResponseRange(range_response(only_revision(seen), r))
+            }
+            engine::ResponseOp::Put(r) => Op::ResponsePut(put_response(only_revision(revision), r)),
+            engine::ResponseOp::DeleteRange(r) => {
+                Op::ResponseDeleteRange(delete_range_response(only_revision(revision), r))
+            }
+            engine::ResponseOp::Txn(r) => Op::ResponseTxn(nested_txn(
+                only_revision(revision),
+                r,
+                revision,
+                before,
+                seen_change,
+            )),
+        };
+        *seen_change |= changes;
+        responses.push(pb::ResponseOp {
+            response: Some(response),
+        });
+    }
     pb::TxnResponse {
         header,
         succeeded: response.succeeded,
-        responses: response
-            .responses
-            .into_iter()
-            .map(|op| pb::ResponseOp {
-                response: Some(match op {
-                    engine::ResponseOp::Range(r) => Op::ResponseRange(range_response(header, r)),
-                    engine::ResponseOp::Put(r) => Op::ResponsePut(put_response(header, r)),
-                    engine::ResponseOp::DeleteRange(r) => {
-                        Op::ResponseDeleteRange(delete_range_response(header, r))
-                    }
-                    engine::ResponseOp::Txn(r) => Op::ResponseTxn(txn_response(header, r)),
-                }),
-            })
-            .collect(),
+        responses,
     }
 }
 
@@ -273,5 +325,64 @@ pub fn alarm_type_name(alarm: crate::protocol::AlarmType) -> &'static str {
         crate::protocol::AlarmType::None => "NONE",
         crate::protocol::AlarmType::NoSpace => "NOSPACE",
         crate::protocol::AlarmType::Corrupt => "CORRUPT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn revisions(response: &pb::TxnResponse) -> Vec<i64> {
+        use pb::response_op::Response as Op;
+        response
+            .responses
+            .iter()
+            .map(|op| match op.response.as_ref().expect("set") {
+                Op::ResponseRange(r) => r.header.expect("header").revision,
+                Op::ResponsePut(r) => r.header.expect("header").revision,
+                Op::ResponseDeleteRange(r) => r.header.expect("header").revision,
+                Op::ResponseTxn(r) => r.header.expect("header").revision,
+            })
+            .collect()
+    }
+
+    /// Nested headers carry only a revision: reads before the first change see the one
+    /// before the transaction's; a transaction without changes sees its own throughout.
+    #[test]
+    fn txn_nested_headers_carry_the_revision_seen() {
+        let top = Some(pb::ResponseHeader {
+            cluster_id: 1,
+            member_id: 2,
+            revision: 10,
+            raft_term: 3,
+        });
+        let range = || engine::ResponseOp::Range(engine::RangeResponse::default());
+        let writes = engine::TxnResponse {
+            succeeded: true,
+            responses: vec![
+                range(),
+                engine::ResponseOp::DeleteRange(engine::DeleteRangeResponse::default()),
+                range(),
+                engine::ResponseOp::Put(engine::PutResponse::default()),
+                range(),
+            ],
+        };
+        let converted = txn_response(top, writes);
+        assert_eq!(converted.header, top);
+        assert_eq!(revisions(&converted), vec![9, 10, 9, 10, 10]);
+        let nested = match converted.responses[1].response.as_ref() {
+            Some(pb::response_op::Response::ResponseDeleteRange(r)) => r.header.expect("set"),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (nested.cluster_id, nested.member_id, nested.raft_term),
+            (0, 0, 0)
+        );
+
+        let reads = engine::TxnResponse {
+            succeeded: false,
+            responses: vec![range(), range()],
+        };
+        assert_eq!(revisions(&txn_response(top, reads)), vec![10, 10]);
     }
 }

@@ -13,7 +13,7 @@ use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status, Streaming}
 
 use super::convert::{self, header, status, unexpected};
 use super::pb::etcdserverpb as pb;
-use crate::protocol::{AlarmAction, AlarmType, Request, Response};
+use crate::protocol::{AlarmAction, AlarmType, Header, Request, Response};
 use crate::server::bridge::stream_channel;
 use crate::server::bridge::ShardHandle;
 use crate::server::config::ServerConfig;
@@ -281,8 +281,12 @@ impl Gateway {
         linearizable: bool,
     ) -> Result<(Option<pb::ResponseHeader>, Vec<pb::Member>), Status> {
         match self.call(Request::MemberList { linearizable }).await? {
+            // etcd's cluster service fills in ids and term but no revision.
             Response::MemberList(h, members) => Ok((
-                header(&h),
+                header(&Header {
+                    revision: Revision(0),
+                    ..h
+                }),
                 members.into_iter().map(convert::member).collect(),
             )),
             other => Err(unexpected(&other)),
@@ -387,8 +391,9 @@ impl pb::maintenance_server::Maintenance for Gateway {
             },
         };
         match self.call(alarm).await? {
-            Response::Alarm(h, alarms) => Ok(GrpcResponse::new(pb::AlarmResponse {
-                header: header(&h),
+            // etcd answers alarms without a header.
+            Response::Alarm(_, alarms) => Ok(GrpcResponse::new(pb::AlarmResponse {
+                header: None,
                 alarms: alarms.into_iter().map(convert::alarm_member).collect(),
             })),
             other => Err(unexpected(&other)),

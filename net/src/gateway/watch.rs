@@ -212,6 +212,12 @@ async fn serve_stream(
                     Response::WatchCanceled { header: h, compact_revision } => {
                         watches.remove(&request_id);
                         by_id.remove(&id);
+                        // etcd's cancellation by compaction carries no revision.
+                        let h = if compact_revision.0 != 0 {
+                            crate::protocol::Header { revision: Revision(0), ..h }
+                        } else {
+                            h
+                        };
                         let canceled = pb::WatchResponse {
                             header: header(&h),
                             watch_id: id,

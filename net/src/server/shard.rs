@@ -813,7 +813,7 @@ impl Shard {
                     },
                 }
             }
-            Request::LeaseLeases => Response::LeaseLeases(header, self.store.lease_ids()),
+            Request::LeaseLeases => Response::LeaseLeases(header, self.store.lease_ids_by_expiry()),
             Request::Status => {
                 let status = self.raft.status();
                 Response::Status(StatusResponse {
