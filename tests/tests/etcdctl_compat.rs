@@ -443,7 +443,8 @@ fn watch_replays_history_with_prefix_prev_kv_and_json() {
         wait_for(&json_prev, "\"prev_kv\"");
         s.finish(json_prev);
         let fields = s.spawn_etcdctl(&["-w", "fields", "watch", "w/b", "--rev", "7"]);
-        wait_for(&fields, "\"Value\" : \"22\"");
+        // The last line of the event: fields are printed line by line.
+        wait_for(&fields, "\"Value\" : \"22\"\n\"Lease\" : 0\n");
         s.finish(fields);
         let range = s.spawn_etcdctl(&["watch", "w/b", "w/d", "--rev", "1"]);
         wait_for(&range, "w/b\n22\n");

@@ -214,7 +214,8 @@ pub fn delete_range_response(
 
 /// The engine's TxnResponse to etcd's. As etcd's, the responses nested inside carry a
 /// header with only the revision they saw: a read before the transaction's first change
-/// sees the revision before it, everything else the transaction's own.
+/// sees the revision before it, everything else the transaction's own (a nested
+/// transaction's own header is empty).
 pub fn txn_response(
     header: Option<pb::ResponseHeader>,
     response: engine::TxnResponse,
@@ -271,8 +272,9 @@ fn nested_txn(
             engine::ResponseOp::DeleteRange(r) => {
                 Op::ResponseDeleteRange(delete_range_response(only_revision(revision), r))
             }
+            // etcd leaves a nested transaction's own header empty.
             engine::ResponseOp::Txn(r) => Op::ResponseTxn(nested_txn(
-                only_revision(revision),
+                Some(pb::ResponseHeader::default()),
                 r,
                 revision,
                 before,
@@ -384,5 +386,21 @@ mod tests {
             responses: vec![range(), range()],
         };
         assert_eq!(revisions(&txn_response(top, reads)), vec![10, 10]);
+
+        // A nested transaction's own header is empty; its operations carry revisions.
+        let nested = engine::TxnResponse {
+            succeeded: true,
+            responses: vec![engine::ResponseOp::Txn(engine::TxnResponse {
+                succeeded: true,
+                responses: vec![engine::ResponseOp::Put(engine::PutResponse::default())],
+            })],
+        };
+        let converted = txn_response(top, nested);
+        let inner = match converted.responses[0].response.as_ref() {
+            Some(pb::response_op::Response::ResponseTxn(r)) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(inner.header, Some(pb::ResponseHeader::default()));
+        assert_eq!(revisions(inner), vec![10]);
     }
 }
