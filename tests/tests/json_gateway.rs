@@ -3,11 +3,9 @@
 //! and against the real etcd: the masked transcripts (body and HTTP status of every
 //! request) must be identical.
 //!
-//! The gate: while [`GATEWAY_READY`] is false, corekv does not serve HTTP on its client
-//! URL yet, so each scenario runs against two fresh etcd servers, which proves the
-//! scenarios deterministic and the masking sufficient. When the gateway lands, set
-//! `GATEWAY_READY = true`: each scenario then runs against etcd and corekv and fails on
-//! any difference. `COREKV_COMPAT_TARGET=corekv` tries corekv without flipping it.
+//! Each scenario runs against a fresh real etcd and a fresh corekv and fails on any
+//! difference. (`GATEWAY_READY = false` runs it against two etcd servers instead, which
+//! checks that a scenario is deterministic and its masking sufficient.)
 //!
 //! Streaming watches are curl processes kept in the background: the gateway sends the
 //! watch's `created` message first, and the scenarios write only after seeing it, so no
@@ -20,8 +18,8 @@ use corekv_tests::compat::{differential, Session};
 use corekv_tests::etcd::programs_available;
 use corekv_tests::process::{Background, Output};
 
-/// Flip to true once corekv serves the JSON gateway on its client URLs (see the top).
-const GATEWAY_READY: bool = false;
+/// corekv serves the JSON gateway: compare it with etcd (see the top).
+const GATEWAY_READY: bool = true;
 
 /// How long a streaming watch may take to deliver what a scenario expects.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(10);
