@@ -1,10 +1,13 @@
 //! corekv-bench's flags and the validated [`Config`] they produce.
 //!
 //! `corekv-bench WORKLOAD [flags]`, flags as `--name value` or `--name=value`. Every
-//! value is checked here (ranges, key space that fits the key size), so the load
-//! itself never meets a bad setting.
+//! value is checked here (ranges, key space that fits the key size, endpoints as
+//! `host:port`, flags that belong to the other protocol), so the load itself never
+//! meets a bad setting.
 
 use std::time::Duration;
+
+use super::cpu;
 
 /// What load to generate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,9 +41,36 @@ impl Workload {
 /// The wire protocol the load is sent over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
-    /// corekv's binary protocol (docs/protocol.md).
+    /// corekv's binary protocol (docs/protocol.md), on glommio executors.
     Binary,
+    /// etcd's v3 gRPC API (corekv's client URLs or real etcd), on a tokio runtime.
+    EtcdGrpc,
 }
+
+impl Protocol {
+    /// Its name on the command line and in the JSON line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Binary => "binary",
+            Protocol::EtcdGrpc => "etcd-grpc",
+        }
+    }
+
+    /// The endpoint used when `--endpoints` is not given: corekv's default binary
+    /// address, or the default client URL of corekv and etcd.
+    pub fn default_endpoint(self) -> &'static str {
+        match self {
+            Protocol::Binary => "127.0.0.1:2378",
+            Protocol::EtcdGrpc => "127.0.0.1:2379",
+        }
+    }
+}
+
+/// Tokio worker threads of the etcd gRPC mode by default: on the 2-core machine the
+/// figures in docs/benchmarks.md come from, with the server on the same machine, two
+/// threads gave the most throughput (one thread saturates first; more threads than
+/// cores only add switches).
+pub const GRPC_THREADS_DEFAULT: usize = 2;
 
 /// When the run ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,11 +88,11 @@ pub struct Config {
     pub workload: Workload,
     /// The protocol.
     pub protocol: Protocol,
-    /// Server addresses; connections are spread over them.
+    /// Server addresses (`host:port`); connections are spread over them.
     pub endpoints: Vec<String>,
     /// Concurrent clients (each issues `pipeline` requests at a time).
     pub clients: usize,
-    /// TCP connections; clients share them round-robin.
+    /// TCP connections (gRPC: HTTP/2 connections); clients share them round-robin.
     pub connections: usize,
     /// Requests in flight per client.
     pub pipeline: usize,
@@ -86,8 +116,12 @@ pub struct Config {
     pub watchers: usize,
     /// Write every key once before a read workload is measured.
     pub prefill: bool,
-    /// Executors (one per core, pinned).
+    /// Binary protocol: executors (one per core, pinned).
     pub cores: usize,
+    /// etcd gRPC: tokio worker threads.
+    pub threads: usize,
+    /// Server processes whose CPU time is measured over the run (`--server-pid`).
+    pub server_pids: Vec<u32>,
     /// Print one JSON line instead of the human summary.
     pub json: bool,
     /// Seed of the key generators.
@@ -98,10 +132,12 @@ pub struct Config {
 pub const USAGE: &str = "usage: corekv-bench WORKLOAD [flags]
 workloads: put | get | mixed | txn | watch
 flags:
-  --endpoints HOST:PORT[,...]  servers (default 127.0.0.1:2378)
-  --protocol binary            wire protocol (etcd-grpc: not built yet)
+  --endpoints HOST:PORT[,...]  servers (default 127.0.0.1:2378; etcd-grpc: 127.0.0.1:2379)
+  --protocol binary|etcd-grpc  corekv's binary protocol (default) or etcd's v3 gRPC API
+                               (corekv's client URLs or real etcd)
   --clients N                  concurrent clients (default 1)
-  --connections N              TCP connections shared by the clients (default 1)
+  --connections N              connections shared by the clients (default 1; etcd-grpc:
+                               HTTP/2 connections)
   --pipeline N                 requests in flight per client (default 1)
   --total N | --duration D     stop after N ops (watch: N puts; default 10000) or after D (e.g. 10s)
   --rate R                     target ops/s over all clients (default: unlimited)
@@ -113,7 +149,9 @@ flags:
   --consistency l|s            reads linearizable (default) or serializable
   --watchers N                 watch: number of watchers (default 100)
   --no-prefill                 get/mixed/txn: do not write the key space first
-  --cores N                    executors, one per core (default: all cores)
+  --cores N                    binary: executors, one per core (default: all cores)
+  --threads N                  etcd-grpc: tokio worker threads (default 2)
+  --server-pid PID[,PID...]    report the CPU time of these server processes (repeatable)
   --seed N                     key generator seed (default 1)
   --json                       print one JSON line
 ";
@@ -170,7 +208,7 @@ pub fn parse(args: &[String]) -> Result<Config, String> {
     let mut config = Config {
         workload,
         protocol: Protocol::Binary,
-        endpoints: vec!["127.0.0.1:2378".to_string()],
+        endpoints: Vec::new(),
         clients: 1,
         connections: 1,
         pipeline: 1,
@@ -185,11 +223,15 @@ pub fn parse(args: &[String]) -> Result<Config, String> {
         watchers: 100,
         prefill: true,
         cores: cores_available,
+        threads: GRPC_THREADS_DEFAULT,
+        server_pids: Vec::new(),
         json: false,
         seed: 1,
     };
     let mut saw_total = false;
     let mut saw_duration = false;
+    let mut saw_cores = false;
+    let mut saw_threads = false;
     for (name, value) in flags {
         let value = value.unwrap_or_default();
         let number = |what: &str| -> Result<u64, String> {
@@ -199,28 +241,14 @@ pub fn parse(args: &[String]) -> Result<Config, String> {
                 .map_err(|_| format!("invalid value {value:?} for --{what}: not a count"))
         };
         match name.as_str() {
-            "endpoints" => {
-                config.endpoints = value
-                    .split(',')
-                    .map(|e| {
-                        e.trim()
-                            .trim_start_matches("http://")
-                            .trim_end_matches('/')
-                            .to_string()
-                    })
-                    .filter(|e| !e.is_empty())
-                    .collect()
-            }
+            "endpoints" => config.endpoints = parse_endpoints(&value)?,
             "protocol" => {
                 config.protocol = match value.as_str() {
                     "binary" => Protocol::Binary,
-                    "etcd-grpc" => {
-                        return Err(
-                            "--protocol etcd-grpc is not built yet; use --protocol binary"
-                                .to_string(),
-                        )
+                    "etcd-grpc" | "grpc" => Protocol::EtcdGrpc,
+                    other => {
+                        return Err(format!("unknown protocol {other:?} (binary or etcd-grpc)"))
                     }
-                    other => return Err(format!("unknown protocol {other:?}")),
                 }
             }
             "clients" => config.clients = number("clients")? as usize,
@@ -258,7 +286,15 @@ pub fn parse(args: &[String]) -> Result<Config, String> {
             }
             "watchers" => config.watchers = number("watchers")? as usize,
             "no-prefill" => config.prefill = false,
-            "cores" => config.cores = number("cores")? as usize,
+            "cores" => {
+                saw_cores = true;
+                config.cores = number("cores")? as usize;
+            }
+            "threads" => {
+                saw_threads = true;
+                config.threads = number("threads")? as usize;
+            }
+            "server-pid" | "server-pids" => config.server_pids.extend(cpu::parse_pids(&value)?),
             "json" => config.json = true,
             "seed" => config.seed = number("seed")?,
             other => return Err(format!("unknown flag --{other}\n{USAGE}")),
@@ -266,6 +302,24 @@ pub fn parse(args: &[String]) -> Result<Config, String> {
     }
     if saw_total && saw_duration {
         return Err("--total and --duration are exclusive".to_string());
+    }
+    match config.protocol {
+        Protocol::Binary if saw_threads => {
+            return Err(
+                "--threads is for --protocol etcd-grpc; the binary protocol uses --cores"
+                    .to_string(),
+            )
+        }
+        Protocol::EtcdGrpc if saw_cores => {
+            return Err(
+                "--cores is for the binary protocol; --protocol etcd-grpc uses --threads"
+                    .to_string(),
+            )
+        }
+        _ => {}
+    }
+    if config.endpoints.is_empty() {
+        config.endpoints = vec![config.protocol.default_endpoint().to_string()];
     }
     validate(&config)?;
     Ok(config)
@@ -280,6 +334,7 @@ fn validate(config: &Config) -> Result<(), String> {
         ("connections", config.connections),
         ("pipeline", config.pipeline),
         ("cores", config.cores),
+        ("threads", config.threads),
         ("key-size", config.key_size),
     ] {
         if value == 0 {
@@ -307,6 +362,34 @@ fn validate(config: &Config) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// `--endpoints`: a comma list of `host:port`, each optionally written as a URL
+/// `http://host:port/` (etcd's spelling of client URLs). TLS is not spoken, so
+/// `https://` is refused; so is an entry without a numeric port.
+pub fn parse_endpoints(text: &str) -> Result<Vec<String>, String> {
+    let mut endpoints = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if entry.starts_with("https://") {
+            return Err(format!(
+                "endpoint {entry:?}: TLS is not supported, use http:// or host:port"
+            ));
+        }
+        let address = entry.strip_prefix("http://").unwrap_or(entry);
+        let address = address.trim_end_matches('/');
+        let port = address
+            .rsplit_once(':')
+            .filter(|(host, _)| !host.is_empty() && !host.contains('/'))
+            .map(|(_, port)| port);
+        if !port.is_some_and(|port| port.parse::<u16>().is_ok_and(|port| port > 0)) {
+            return Err(format!("endpoint {entry:?} is not host:port"));
+        }
+        endpoints.push(address.to_string());
+    }
+    if endpoints.is_empty() {
+        return Err(format!("--endpoints {text:?} names no endpoint"));
+    }
+    Ok(endpoints)
 }
 
 /// `10s`, `500ms`, `2m`, `1h`.
@@ -368,8 +451,70 @@ mod tests {
         assert!(parse(&strings(&["put", "--clients=0"])).is_err());
         assert!(parse(&strings(&["put", "--total=1", "--duration=1s"])).is_err());
         assert!(parse(&strings(&["frob"])).is_err());
-        assert!(parse(&strings(&["put", "--protocol=etcd-grpc"]))
+        assert!(parse(&strings(&["put", "--protocol=carrier-pigeon"])).is_err());
+        assert!(parse(&strings(&["put", "--threads=4"]))
             .unwrap_err()
-            .contains("not built yet"));
+            .contains("--cores"));
+        assert!(
+            parse(&strings(&["put", "--protocol=etcd-grpc", "--cores=2"]))
+                .unwrap_err()
+                .contains("--threads")
+        );
+        assert!(parse(&strings(&["put", "--protocol=etcd-grpc", "--threads=0"])).is_err());
+        assert!(parse(&strings(&["put", "--server-pid=abc"])).is_err());
+    }
+
+    /// The etcd gRPC mode takes its own defaults and flags; --server-pid repeats and
+    /// takes comma lists.
+    #[test]
+    fn etcd_grpc_flags() {
+        let config = parse(&strings(&["put", "--protocol", "etcd-grpc"])).unwrap();
+        assert_eq!(config.protocol, Protocol::EtcdGrpc);
+        assert_eq!(config.endpoints, vec!["127.0.0.1:2379"]);
+        assert_eq!(config.threads, GRPC_THREADS_DEFAULT);
+        let config = parse(&strings(&[
+            "get",
+            "--protocol=etcd-grpc",
+            "--endpoints=http://127.0.0.1:22379,127.0.0.1:23379",
+            "--threads=3",
+            "--server-pid=10,11",
+            "--server-pid",
+            "12",
+        ]))
+        .unwrap();
+        assert_eq!(config.endpoints, vec!["127.0.0.1:22379", "127.0.0.1:23379"]);
+        assert_eq!(config.threads, 3);
+        assert_eq!(config.server_pids, vec![10, 11, 12]);
+        let binary = parse(&strings(&["put"])).unwrap();
+        assert_eq!(binary.endpoints, vec!["127.0.0.1:2378"]);
+    }
+
+    /// Endpoint lists: host:port or http:// URLs, commas with spaces and a trailing
+    /// slash tolerated; no port, a bad port, https and empty lists refused.
+    #[test]
+    fn endpoint_lists() {
+        assert_eq!(
+            parse_endpoints("127.0.0.1:2379").unwrap(),
+            vec!["127.0.0.1:2379"]
+        );
+        assert_eq!(
+            parse_endpoints(" http://localhost:2379/ , 10.0.0.2:2379,").unwrap(),
+            vec!["localhost:2379", "10.0.0.2:2379"]
+        );
+        assert_eq!(parse_endpoints("[::1]:2379").unwrap(), vec!["[::1]:2379"]);
+        for bad in [
+            "",
+            ",",
+            "localhost",
+            "localhost:",
+            ":2379",
+            "host:port",
+            "host:70000",
+            "host:0",
+            "https://127.0.0.1:2379",
+            "http://h:1/path:2",
+        ] {
+            assert!(parse_endpoints(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

@@ -1,8 +1,9 @@
-//! `corekv-bench`, the load generator: drives a corekv server over the binary protocol
-//! with one of the workloads of [`config::Workload`] and reports throughput and latency
-//! percentiles (hdrhistogram).
+//! `corekv-bench`, the load generator: drives a corekv server over the binary protocol,
+//! or corekv or real etcd over etcd's v3 gRPC API (`--protocol etcd-grpc`, [`grpc`]),
+//! with one of the workloads of [`config::Workload`] and reports throughput, latency
+//! percentiles (hdrhistogram) and the CPU time both sides spent ([`cpu`]).
 //!
-//! Layout of a run: one glommio executor per core (`--cores`, pinned), each opening its
+//! Layout of a binary-protocol run: one glommio executor per core (`--cores`, pinned), each opening its
 //! share of the `--connections` (connection `c` on core `c % cores`) and running the
 //! clients assigned to those connections (client `i` on connection `i % connections`),
 //! each client with `--pipeline` requests in flight. Cores connect, prefill and create
@@ -14,10 +15,15 @@
 //! between cores but atomic counters. Never: retry a failed request (that would hide
 //! errors), or sleep to pace anything but `--rate`.
 //!
-//! `--protocol` exists so that an etcd gRPC driver can join later (the same workloads
-//! against real etcd in the same run); only `binary` is built.
+//! The etcd gRPC mode runs the same workloads with the same keys, counters, start line
+//! and report on a tokio runtime instead (see [`grpc`]), so that one tool puts the same
+//! load on corekv and on etcd.
+//!
+//! CPU time is sampled from /proc at the start line and after the last task ends.
 
 pub mod config;
+pub mod cpu;
+pub mod grpc;
 pub mod keys;
 pub mod report;
 pub mod worker;
@@ -31,7 +37,7 @@ use std::time::Instant;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use config::{Config, Workload};
+use config::{Config, Protocol, Workload};
 use report::{histogram, Report};
 use worker::{CoreResult, Gate, Plan, Shared};
 
@@ -67,6 +73,16 @@ pub fn plans(config: &Config) -> Vec<Plan> {
 
 /// Runs the benchmark and returns what it measured.
 pub fn run(config: Config) -> Result<Report, String> {
+    match config.protocol {
+        Protocol::Binary => run_binary(config),
+        Protocol::EtcdGrpc => grpc::run(config),
+    }
+}
+
+/// The binary protocol's run: glommio executors, one per core.
+fn run_binary(config: Config) -> Result<Report, String> {
+    // Unreadable server pids are a usage error: find out before connecting.
+    cpu::sample(&config.server_pids)?;
     worker::init_epoch();
     let plans = plans(&config);
     let shared = Arc::new(Shared::default());
@@ -95,8 +111,10 @@ pub fn run(config: Config) -> Result<Report, String> {
         }
     }
     gate.wait_arrivals(handles.len());
+    // A server that went away since the check above aborts the run at the start line.
+    let cpu_before = cpu::sample(&config.server_pids);
     let started = Instant::now();
-    gate.open(spawn_error.is_none());
+    gate.open(spawn_error.is_none() && cpu_before.is_ok());
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let progress = (report::stderr_is_terminal() && spawn_error.is_none())
         .then(|| report::progress(config.stop, shared.completed.clone(), done.clone()));
@@ -110,6 +128,7 @@ pub fn run(config: Config) -> Result<Report, String> {
         }
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_before.map(|before| before.usage_since(&config.server_pids));
     done.store(true, Ordering::Release);
     if let Some(progress) = progress {
         progress.thread().unpark();
@@ -118,9 +137,20 @@ pub fn run(config: Config) -> Result<Report, String> {
     if let Some(error) = spawn_error {
         return Err(error);
     }
+    let cpu = cpu?;
     if !failures.is_empty() {
         return Err(failures.join("; "));
     }
+    merge(config, results, elapsed, cpu)
+}
+
+/// Adds up what the executors (or clients) measured into the report.
+fn merge(
+    config: Config,
+    results: Vec<CoreResult>,
+    elapsed: std::time::Duration,
+    cpu: cpu::Usage,
+) -> Result<Report, String> {
     let mut latency = histogram();
     let mut put_latency = histogram();
     let (mut ops, mut errors, mut puts) = (0, 0, 0);
@@ -145,6 +175,7 @@ pub fn run(config: Config) -> Result<Report, String> {
         elapsed,
         latency,
         first_error,
+        cpu,
     })
 }
 

@@ -1,5 +1,6 @@
-//! The outcome of a run: counts, elapsed time and latency percentiles from an
-//! hdrhistogram (microseconds, 3 significant digits), printed as one JSON line or a
+//! The outcome of a run: counts, elapsed time, latency percentiles from an
+//! hdrhistogram (microseconds, 3 significant digits) and the CPU time the load
+//! generator and the `--server-pid` processes spent, printed as one JSON line or a
 //! short human summary; and the progress bar drawn on a terminal while the run goes.
 
 use std::fmt::Write;
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::config::{Config, Stop, Workload};
+use super::config::{Config, Protocol, Stop, Workload};
+use super::cpu::Usage;
 
 /// Highest latency recorded exactly (larger ones saturate): one minute.
 pub const LATENCY_US_MAX: u64 = 60_000_000;
@@ -36,6 +38,8 @@ pub struct Report {
     pub puts: Option<(u64, Histogram<u64>)>,
     /// The first error seen, to say what went wrong.
     pub first_error: Option<String>,
+    /// CPU time spent during the measured phase.
+    pub cpu: Usage,
 }
 
 impl Report {
@@ -46,6 +50,15 @@ impl Report {
             self.ops as f64 / seconds
         } else {
             0.0
+        }
+    }
+
+    /// CPU seconds per 100,000 completed operations.
+    fn per_100k_ops(&self, cpu: Duration) -> f64 {
+        if self.ops == 0 {
+            0.0
+        } else {
+            cpu.as_secs_f64() * 100_000.0 / self.ops as f64
         }
     }
 
@@ -63,8 +76,9 @@ impl Report {
         let mut out = String::new();
         let _ = write!(
             out,
-            "{{\"workload\":\"{}\",\"protocol\":\"binary\",\"ops\":{},\"errors\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"mean_us\":{:.1}",
+            "{{\"workload\":\"{}\",\"protocol\":\"{}\",\"ops\":{},\"errors\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"mean_us\":{:.1}",
             c.workload.name(),
+            c.protocol.name(),
             self.ops,
             self.errors,
             self.elapsed.as_secs_f64(),
@@ -78,11 +92,12 @@ impl Report {
         );
         let _ = write!(
             out,
-            ",\"clients\":{},\"connections\":{},\"pipeline\":{},\"cores\":{},\"key_size\":{},\"value_size\":{},\"key_space\":{},\"sequential_keys\":{},\"serializable\":{}",
+            ",\"clients\":{},\"connections\":{},\"pipeline\":{},\"{}\":{},\"key_size\":{},\"value_size\":{},\"key_space\":{},\"sequential_keys\":{},\"serializable\":{}",
             c.clients,
             c.connections,
             c.pipeline,
-            c.cores,
+            self.executors_name(),
+            self.executors(),
             c.key_size,
             c.value_size,
             c.key_space,
@@ -91,6 +106,22 @@ impl Report {
         );
         if let Some(rate) = c.rate {
             let _ = write!(out, ",\"rate\":{rate}");
+        }
+        let _ = write!(
+            out,
+            ",\"client_cpu_seconds\":{:.3},\"client_cpu_seconds_per_100k_ops\":{:.3}",
+            self.cpu.client.as_secs_f64(),
+            self.per_100k_ops(self.cpu.client),
+        );
+        if let Some(server) = self.cpu.server {
+            let pids: Vec<String> = c.server_pids.iter().map(u32::to_string).collect();
+            let _ = write!(
+                out,
+                ",\"server_pids\":[{}],\"server_cpu_seconds\":{:.3},\"server_cpu_seconds_per_100k_ops\":{:.3}",
+                pids.join(","),
+                server.as_secs_f64(),
+                self.per_100k_ops(server),
+            );
         }
         if c.workload == Workload::Mixed {
             let _ = write!(out, ",\"read_ratio\":{}", c.read_ratio);
@@ -137,12 +168,17 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{} over binary protocol: {} clients, {} connections, pipeline {}, {} cores, {}-byte keys, {}-byte values, {} keys{}",
+            "{} over {}: {} clients, {} connections, pipeline {}, {} {}, {}-byte keys, {}-byte values, {} keys{}",
             c.workload.name(),
+            match c.protocol {
+                Protocol::Binary => "binary protocol",
+                Protocol::EtcdGrpc => "etcd gRPC",
+            },
             c.clients,
             c.connections,
             c.pipeline,
-            c.cores,
+            self.executors(),
+            self.executors_name(),
             c.key_size,
             c.value_size,
             c.key_space,
@@ -188,10 +224,43 @@ impl Report {
                 },
             );
         }
+        let _ = write!(
+            out,
+            "client CPU {:.2} s ({:.3} s per 100k ops)",
+            self.cpu.client.as_secs_f64(),
+            self.per_100k_ops(self.cpu.client)
+        );
+        match self.cpu.server {
+            Some(server) => {
+                let _ = writeln!(
+                    out,
+                    "; server CPU {:.2} s ({:.3} s per 100k ops, pids {:?})",
+                    server.as_secs_f64(),
+                    self.per_100k_ops(server),
+                    c.server_pids
+                );
+            }
+            None => out.push('\n'),
+        }
         if let Some(error) = &self.first_error {
             let _ = writeln!(out, "first error: {error}");
         }
         out
+    }
+
+    /// What runs the load: glommio executors (one per core) or tokio worker threads.
+    fn executors_name(&self) -> &'static str {
+        match self.config.protocol {
+            Protocol::Binary => "cores",
+            Protocol::EtcdGrpc => "threads",
+        }
+    }
+
+    fn executors(&self) -> usize {
+        match self.config.protocol {
+            Protocol::Binary => self.config.cores,
+            Protocol::EtcdGrpc => self.config.threads,
+        }
     }
 }
 

@@ -29,7 +29,7 @@ use super::report::histogram;
 pub const WATCH_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often a waiting watcher re-checks whether the run is over.
-const WATCH_POLL_INTERVAL: Duration = Duration::from_millis(50);
+pub const WATCH_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Counters shared by every core.
 #[derive(Debug, Default)]
@@ -131,7 +131,7 @@ pub struct Plan {
 
 /// A process-wide time origin, so that a put on one core and its event on another
 /// measure against the same clock.
-fn epoch() -> Instant {
+pub(super) fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
 }
@@ -141,20 +141,44 @@ pub fn init_epoch() {
     epoch();
 }
 
-struct Stats {
-    ops: u64,
-    errors: u64,
-    latency: Histogram<u64>,
-    puts: u64,
-    put_latency: Histogram<u64>,
-    first_error: Option<String>,
+/// What a group of tasks measured (a core's here, a client's in the gRPC mode).
+#[derive(Debug)]
+pub(super) struct Stats {
+    pub(super) ops: u64,
+    pub(super) errors: u64,
+    pub(super) latency: Histogram<u64>,
+    pub(super) puts: u64,
+    pub(super) put_latency: Histogram<u64>,
+    pub(super) first_error: Option<String>,
 }
 
 impl Stats {
-    fn error(&mut self, error: &ClientError) {
+    pub(super) fn new() -> Stats {
+        Stats {
+            ops: 0,
+            errors: 0,
+            latency: histogram(),
+            puts: 0,
+            put_latency: histogram(),
+            first_error: None,
+        }
+    }
+
+    pub(super) fn error(&mut self, error: &dyn std::fmt::Display) {
         self.errors += 1;
         if self.first_error.is_none() {
             self.first_error = Some(error.to_string());
+        }
+    }
+
+    pub(super) fn into_result(self) -> CoreResult {
+        CoreResult {
+            ops: self.ops,
+            errors: self.errors,
+            latency: self.latency,
+            puts: self.puts,
+            put_latency: self.put_latency,
+            first_error: self.first_error,
         }
     }
 }
@@ -193,14 +217,7 @@ pub async fn run_core(
             .map(|(_, client)| client.clone())
             .expect("bench: every planned connection was opened")
     };
-    let stats = Rc::new(RefCell::new(Stats {
-        ops: 0,
-        errors: 0,
-        latency: histogram(),
-        puts: 0,
-        put_latency: histogram(),
-        first_error: None,
-    }));
+    let stats = Rc::new(RefCell::new(Stats::new()));
     let config = Rc::new(config);
 
     if config.prefill
@@ -267,14 +284,7 @@ pub async fn run_core(
     let stats = Rc::try_unwrap(stats)
         .map_err(|_| "bench: a task outlived the run".to_string())?
         .into_inner();
-    Ok(CoreResult {
-        ops: stats.ops,
-        errors: stats.errors,
-        latency: stats.latency,
-        puts: stats.puts,
-        put_latency: stats.put_latency,
-        first_error: stats.first_error,
-    })
+    Ok(stats.into_result())
 }
 
 /// Writes this core's share of the key space (keys `core`, `core + cores`, ...) with
