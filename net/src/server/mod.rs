@@ -18,8 +18,10 @@ pub mod bridge;
 pub mod config;
 pub(crate) mod connection;
 pub mod entry;
+pub mod members;
 pub(crate) mod mesh;
 pub mod metrics;
+pub mod peer;
 pub mod shard;
 
 use std::fs::File;

@@ -41,11 +41,12 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver};
 use glommio::{GlommioError, ResourceType};
 
-use super::config::ServerConfig;
+use super::config::{ClusterState, ServerConfig};
 use super::entry::{
     decode_proposal, decode_proposal_origin, decode_snapshot_payload, encode_proposal,
     encode_snapshot_payload, split_wal_entry, wal_entry_payload,
 };
+use super::members::{cluster_id, initial_members, member_id};
 use super::mesh::{ClientRequest, Reply, ToShard};
 use super::metrics::{request_kind, Metrics, ShardFigures, REQUEST_KINDS};
 use crate::protocol::{
@@ -258,23 +259,19 @@ fn to_wal_index(index: LogIndex) -> corekv_wal::LogIndex {
     corekv_wal::LogIndex(index.0)
 }
 
-/// Derives a member id from its peer URLs and the cluster token, as etcd derives one
-/// from the same inputs (our own hash, so the numbers differ from etcd's).
+/// This member's id and the cluster's, derived from `--initial-cluster`, the peer URLs
+/// and `--initial-cluster-token` as etcd derives them (see `members`).
 pub fn derive_ids(config: &ServerConfig) -> Ids {
-    let mut peers = config.advertise_peer_urls.clone();
-    peers.sort();
-    let member = fnv1a(format!("{}|{}", peers.join(","), config.cluster_token).as_bytes()) | 1;
-    let cluster = fnv1a(format!("{member:016x}|{}", config.cluster_token).as_bytes()) | 1;
-    Ids { cluster, member }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    let members = initial_members(config);
+    let member = members.iter().find(|m| m.name == config.name).map_or_else(
+        || member_id(&config.advertise_peer_urls, &config.cluster_token),
+        |m| m.id,
+    );
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    Ids {
+        cluster: cluster_id(&ids),
+        member,
     }
-    hash & (u64::MAX >> 1)
 }
 
 impl Shard {
@@ -352,7 +349,6 @@ impl Shard {
         );
         raft_config.election_tick = config.election_ticks();
         raft_config.heartbeat_tick = 1;
-        let me = MemberId(ids.member);
         let fresh = recovered.metadata.is_none() && snapshot.is_none();
         let (raft, last_written) = if fresh {
             let metadata = corekv_wal::Metadata {
@@ -363,7 +359,21 @@ impl Shard {
             wal.append(&[WalRecord::Metadata(metadata)])
                 .await
                 .context("cannot write the WAL")?;
-            (RawNode::bootstrap(raft_config, &[me]), LogIndex(0))
+            let raft = match config.initial_cluster_state {
+                // Every member of a new cluster starts from the same configuration: the
+                // voters named in --initial-cluster.
+                ClusterState::New => {
+                    let voters: Vec<MemberId> = initial_members(&config)
+                        .iter()
+                        .map(|m| MemberId(m.id))
+                        .collect();
+                    RawNode::bootstrap(raft_config, &voters)
+                }
+                // A member added to a running cluster learns the configuration from the
+                // leader.
+                ClusterState::Existing => RawNode::join(raft_config),
+            };
+            (raft, LogIndex(0))
         } else {
             if let Some(metadata) = recovered.metadata {
                 if metadata.member_id.0 != ids.member {
@@ -1412,10 +1422,16 @@ impl Shard {
                     is_learner,
                 }
             } else {
+                // Known from --initial-cluster until members publish themselves.
+                let initial = initial_members(&self.config)
+                    .into_iter()
+                    .find(|m| m.id == id.0);
                 Member {
                     id: id.0,
                     is_learner,
-                    ..Member::default()
+                    name: initial.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+                    peer_urls: initial.map(|m| m.peer_urls).unwrap_or_default(),
+                    client_urls: Vec::new(),
                 }
             });
         }
