@@ -1,4 +1,5 @@
-//! `corekv-bench`: load generator for corekv over the binary protocol. See
+//! `corekv-bench`: load generator for corekv over the binary protocol, and for corekv
+//! or real etcd over etcd's gRPC API (`--protocol etcd-grpc`). See
 //! `corekv-bench --help` and `corekv_bench::load`.
 
 fn main() {
