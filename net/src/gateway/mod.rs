@@ -11,11 +11,14 @@
 //! * [`convert`]: etcd's messages to and from the shard's requests and responses.
 //! * [`serve`]: the runtime, gRPC and HTTP on one port, `/health`, `/version`,
 //!   `/metrics`.
+//! * [`authority`]: below hyper, rewrites the `scheme://host:port` HTTP/2 authority
+//!   that etcd 3.4 clients send (and h2 rejects) to `host:port`.
 //!
 //! Every request crosses to the shard through `server::bridge`, the same path (edge
 //! checks, batching) as the binary protocol's; the gateway's own cost is the gRPC and
 //! JSON codec plus one cross-thread hop each way.
 
+pub mod authority;
 pub mod convert;
 pub mod json;
 pub mod lock;

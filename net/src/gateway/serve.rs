@@ -14,6 +14,7 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
 
+use super::authority::FixAuthorityListener;
 use super::pb::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
@@ -60,9 +61,9 @@ pub fn start(
                             let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                                 return;
                             };
-                            let listener = listener.tap_io(|tcp| {
+                            let listener = FixAuthorityListener::new(listener.tap_io(|tcp| {
                                 let _ = tcp.set_nodelay(true);
-                            });
+                            }));
                             if let Err(error) = axum::serve(listener, app).await {
                                 eprintln!("corekv: client listener failed: {error}");
                             }
