@@ -9,7 +9,7 @@
 //! acceptor refuses another cluster, a target that is not itself and a member it does not
 //! know. After that only the dialer writes: frames, each a batch of messages.
 //!
-//! * **Outgoing** ([`outgoing`]): one task per peer drains a bounded queue, putting
+//! * **Outgoing** (`outgoing.rs`): one task per peer drains a bounded queue, putting
 //!   everything queued into one frame and one write (batching) and never waiting for
 //!   answers (AppendEntries pipelining is Raft's; the transport only keeps order). A
 //!   failed connect, a broken connection or a refused handshake marks the peer
@@ -23,7 +23,7 @@
 //!   campaigning (etcd sends snapshots outside its streams for the same reason). The
 //!   acceptor answers one byte once the snapshot is in the inbox; the outcome is
 //!   reported by [`PeerTransport::take_snapshot_reports`] for `RawNode::report_snapshot`.
-//! * **Incoming** ([`incoming`]): every frame becomes one `Vec<Message>` sent to the
+//! * **Incoming** (`incoming.rs`): every frame becomes one `Vec<Message>` sent to the
 //!   inbox (the shard steps them). A full inbox stops the reading, which pushes back
 //!   through TCP to the sender's queue. A connection that sends garbage, a frame over
 //!   the limit or a message Raft must not see (see [`codec::check_incoming`]) is closed
@@ -38,7 +38,10 @@
 //!   reported unreachable (a snapshot is reported failed). The whole limit may be
 //!   allocated for one incoming frame, so it also bounds the memory one connection holds;
 //! * a frame holds at most [`FRAME_BYTES_TARGET`] bytes of ordinary messages (one larger
-//!   message travels alone), so one write and one inbox batch stay a few MB.
+//!   message travels alone), so one write and one inbox batch stay a few MB;
+//! * [`INCOMING_CONNECTIONS_MAX`] accepted connections open at once: more are closed as
+//!   soon as they are accepted (a flood of idle connections cannot hold descriptors; an
+//!   idle one is closed after [`HANDSHAKE_TIMEOUT`] anyway).
 //!
 //! Invariants: runs on one glommio executor (`Rc`, `RefCell`, no locks); `send` never
 //! blocks; messages to one peer leave in the order they were sent; nothing panics on

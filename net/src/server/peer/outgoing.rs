@@ -10,7 +10,9 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::time::Duration;
 
 use corekv_raft::Message;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -334,6 +336,7 @@ async fn dial_one(
     stream
         .set_write_timeout(Some(WRITE_TIMEOUT))
         .map_err(glommio_io("setting a write timeout"))?;
+    set_user_timeout(&stream, WRITE_TIMEOUT).map_err(PeerError::io("setting TCP_USER_TIMEOUT"))?;
     let hello = handshake::encode_hello(lane, shared.cluster_id, shared.me, to);
     stream
         .write_all(&hello)
@@ -356,4 +359,28 @@ async fn dial_one(
         .set_read_timeout(None)
         .map_err(glommio_io("clearing the read timeout"))?;
     Ok(stream)
+}
+
+/// Makes the kernel abort the connection when sent data stays unacknowledged for
+/// `timeout`: a peer whose host vanished without a reset would otherwise look connected
+/// until the socket buffer filled (small heartbeats take ages to fill it), and everything
+/// written meanwhile would be lost without an unreachable report.
+fn set_user_timeout(stream: &TcpStream, timeout: Duration) -> std::io::Result<()> {
+    let millis = libc::c_uint::try_from(timeout.as_millis()).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: setsockopt on a descriptor the stream owns, reading a c_uint we own for the
+    // duration of the call, with its exact size.
+    let result = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&millis as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

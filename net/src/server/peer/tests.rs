@@ -447,6 +447,7 @@ fn membership_changes_at_run_time() {
         a.set_peer(2, vec![address(26062)]);
         reach(&b, &a_inbox, 2, 1).await;
 
+        b.take_unreachable();
         a.remove_peer(2);
         wait_unreachable(&b, 1).await;
         b.send(vec![heartbeat(2, 1, 1)]);
