@@ -2,13 +2,10 @@
 //! on two fresh servers and their transcripts (exit code, stdout and stderr of every
 //! command, masked by `corekv_tests::mask`) must be identical.
 //!
-//! The gate: while [`GATEWAY_READY`] is false, corekv does not serve etcd's gRPC API yet,
-//! so each scenario runs against two fresh etcd servers. That proves the scenarios
-//! deterministic and the masking sufficient: everything left unmasked (revisions, values,
-//! error texts, exit codes) is something corekv must reproduce exactly. When the gateway
-//! lands, set `GATEWAY_READY = true` (the one line to change): each scenario then runs
-//! against etcd (the reference) and corekv and fails on any difference. To try corekv
-//! before flipping it, run with `COREKV_COMPAT_TARGET=corekv`.
+//! Each scenario runs against etcd (the reference) and corekv and fails on any
+//! difference; everything left unmasked (revisions, values, error texts, exit codes) is
+//! something corekv reproduces exactly. (`GATEWAY_READY = false` runs both sides on etcd
+//! instead, which checks that a scenario is deterministic and its masking sufficient.)
 //!
 //! Each scenario is its own test with its own two servers, so they run in parallel.
 //! Besides the transcript comparison, every scenario asserts the key facts directly (a
@@ -25,8 +22,8 @@ use std::time::{Duration, Instant};
 use corekv_tests::compat::{differential, Session};
 use corekv_tests::process::{Background, Output};
 
-/// Flip to true once corekv serves etcd's gRPC API on its client URLs (see the top).
-const GATEWAY_READY: bool = false;
+/// corekv serves etcd's gRPC API: compare it with etcd (see the top).
+const GATEWAY_READY: bool = true;
 
 /// How long a watch may take to deliver what a scenario expects.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(10);

@@ -449,9 +449,10 @@ impl pb::maintenance_server::Maintenance for Gateway {
         _request: GrpcRequest<pb::DefragmentRequest>,
     ) -> Result<GrpcResponse<pb::DefragmentResponse>, Status> {
         match self.call(Request::Defragment).await? {
-            Response::Defragment(h) => Ok(GrpcResponse::new(pb::DefragmentResponse {
-                header: header(&h),
-            })),
+            // etcd answers without a header.
+            Response::Defragment(_) => {
+                Ok(GrpcResponse::new(pb::DefragmentResponse { header: None }))
+            }
             other => Err(unexpected(&other)),
         }
     }
@@ -483,7 +484,12 @@ impl pb::maintenance_server::Maintenance for Gateway {
             } => Ok(GrpcResponse::new(pb::HashKvResponse {
                 header: header(&h),
                 hash,
-                compact_revision: compact_revision.0,
+                // etcd reports -1 until the first compaction.
+                compact_revision: if compact_revision.0 == 0 {
+                    -1
+                } else {
+                    compact_revision.0
+                },
                 hash_revision: hash_revision.0,
             })),
             other => Err(unexpected(&other)),
@@ -503,16 +509,16 @@ impl pb::maintenance_server::Maintenance for Gateway {
         let (out, replies) = mpsc::channel(4);
         let shard = self.shard.clone();
         tokio::spawn(async move {
-            // etcd's snapshot is a database file followed by its SHA-256; etcdctl checks
-            // that the size is a multiple of 512 plus 32. corekv's snapshot is its
-            // store's encoding, padded with zeros to that shape, then the SHA-256 of
-            // everything before it.
+            // etcd's snapshot is a database file followed by its SHA-256, sent in chunks
+            // without a header; etcdctl checks that the size is a multiple of 512 plus
+            // 32. corekv's snapshot is its store's encoding, padded with zeros to that
+            // shape, then the SHA-256 of everything before it.
             let mut digest = Sha256::new();
             let mut length: u64 = 0;
             while let Some((_, response)) = chunks.recv().await {
                 match response {
                     Response::SnapshotChunk {
-                        header: h,
+                        header: _,
                         remaining_bytes,
                         mut blob,
                     } => {
@@ -522,7 +528,7 @@ impl pb::maintenance_server::Maintenance for Gateway {
                             digest.update(&blob);
                             let sum = digest.finalize();
                             let last = pb::SnapshotResponse {
-                                header: header(&h),
+                                header: None,
                                 remaining_bytes: 0,
                                 blob: [blob, sum.to_vec()].concat(),
                             };
@@ -532,7 +538,7 @@ impl pb::maintenance_server::Maintenance for Gateway {
                         length += blob.len() as u64;
                         digest.update(&blob);
                         let chunk = pb::SnapshotResponse {
-                            header: header(&h),
+                            header: None,
                             remaining_bytes: remaining_bytes + 32,
                             blob,
                         };
@@ -557,9 +563,10 @@ impl pb::maintenance_server::Maintenance for Gateway {
     ) -> Result<GrpcResponse<pb::MoveLeaderResponse>, Status> {
         let target = request.into_inner().target_id;
         match self.call(Request::MoveLeader { target }).await? {
-            Response::MoveLeader(h) => Ok(GrpcResponse::new(pb::MoveLeaderResponse {
-                header: header(&h),
-            })),
+            // etcd answers without a header.
+            Response::MoveLeader(_) => {
+                Ok(GrpcResponse::new(pb::MoveLeaderResponse { header: None }))
+            }
             other => Err(unexpected(&other)),
         }
     }
