@@ -310,6 +310,9 @@ async fn start_shard(
     let (events_tx, events_rx) = event_queue();
     let events_tx = Rc::new(events_tx);
     let mut shard = Shard::open(config.clone(), events_tx.clone(), metrics).await?;
+    if let Some(peers) = start_peers(&config, events_tx.clone())? {
+        shard.attach_peers(peers);
+    }
     for receiver in to_shard_receivers {
         glommio::spawn_local(forward(receiver, events_tx.clone())).detach();
     }
@@ -330,6 +333,56 @@ async fn start_shard(
         }
     })
     .detach())
+}
+
+/// Bytes one peer frame may hold: the largest batch of appends with room to spare.
+const PEER_FRAME_BYTES_MAX: usize = 64 << 20;
+/// Messages queued for one peer before it counts as unreachable.
+const PEER_QUEUE_MESSAGES_MAX: usize = 16_384;
+
+/// Starts the peer transport when the cluster has other members: it listens on
+/// `--listen-peer-urls` and dials the others' peer URLs from `--initial-cluster`; what
+/// arrives goes into the shard's event queue. A single-member cluster listens on no
+/// peer port.
+fn start_peers(
+    config: &ServerConfig,
+    events: Rc<glommio::channels::local_channel::LocalSender<Event>>,
+) -> Result<Option<Rc<peer::PeerTransport>>> {
+    let ids = shard::derive_ids(config);
+    let members = members::initial_members(config);
+    if members.len() < 2 {
+        return Ok(None);
+    }
+    let mut peers = Vec::new();
+    for member in members.iter().filter(|m| m.id != ids.member) {
+        let addresses = config::parse_addresses(&member.peer_urls.join(","))
+            .with_context(|| format!("invalid peer URLs of member {}", member.name))?;
+        peers.push((member.id, addresses));
+    }
+    let (inbox, messages) =
+        glommio::channels::local_channel::new_bounded::<Vec<corekv_raft::Message>>(1024);
+    let transport = peer::PeerTransport::start(
+        peer::PeerConfig {
+            cluster_id: ids.cluster,
+            me: ids.member,
+            listen: config.peer_addresses.clone(),
+            peers,
+            frame_bytes_max: PEER_FRAME_BYTES_MAX.max(4 * config.request_bytes_max),
+            queue_messages_max: PEER_QUEUE_MESSAGES_MAX,
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(1),
+        },
+        Rc::new(inbox),
+    )?;
+    glommio::spawn_local(async move {
+        while let Some(batch) = messages.recv().await {
+            if events.send(Event::Peer(batch)).await.is_err() {
+                return;
+            }
+        }
+    })
+    .detach();
+    Ok(Some(transport))
 }
 
 /// Waits for core 0 to report the shard's recovery.

@@ -49,6 +49,7 @@ use super::entry::{
 use super::members::{cluster_id, initial_members, member_id};
 use super::mesh::{ClientRequest, Reply, ToShard};
 use super::metrics::{request_kind, Metrics, ShardFigures, REQUEST_KINDS};
+use super::peer::PeerTransport;
 use crate::protocol::{
     AlarmAction, AlarmMember, AlarmType, Header, Member, Request, Response, StatusResponse,
 };
@@ -112,6 +113,8 @@ pub(crate) enum Event {
     },
     /// SIGINT or SIGTERM: finish what is in flight and stop.
     Shutdown,
+    /// Raft messages from other members, in the order one peer sent them.
+    Peer(Vec<corekv_raft::Message>),
 }
 
 /// Who is waiting for a reply.
@@ -236,6 +239,8 @@ pub(crate) struct Shard {
     leader_moves: Vec<LeaderMove>,
     metrics: Arc<Metrics>,
     last_metrics: Instant,
+    /// The peer transport, when the cluster has other members.
+    peers: Option<Rc<PeerTransport>>,
     /// Requests accepted, by [`REQUEST_KINDS`] index.
     request_counts: [u64; REQUEST_KINDS.len()],
     leader_changes: u64,
@@ -462,6 +467,7 @@ impl Shard {
             leader_moves: Vec::new(),
             metrics,
             last_metrics: started,
+            peers: None,
             request_counts: [0; REQUEST_KINDS.len()],
             leader_changes: 0,
             proposals_failed: 0,
@@ -474,6 +480,44 @@ impl Shard {
         shard.process_readies();
         release_free_memory();
         Ok(shard)
+    }
+
+    /// Hands the shard the transport to the other members.
+    pub(crate) fn attach_peers(&mut self, peers: Rc<PeerTransport>) {
+        self.peers = Some(peers);
+    }
+
+    /// Sends Raft's messages to the other members. A snapshot's bytes live in its file,
+    /// not in Raft's memory; sending one to a follower is not built yet, so Raft hears
+    /// that it failed (and retries later).
+    fn send_messages(&mut self, messages: Vec<corekv_raft::Message>) {
+        let Some(peers) = self.peers.clone() else {
+            return;
+        };
+        let (snapshots, messages): (Vec<_>, Vec<_>) = messages
+            .into_iter()
+            .partition(|m| matches!(m.body, corekv_raft::MessageBody::InstallSnapshot { .. }));
+        peers.send(messages);
+        for message in snapshots {
+            eprintln!(
+                "corekv: member {:x} is behind the log; sending it a snapshot is not built yet",
+                message.to.0
+            );
+            self.raft.report_snapshot(message.to, false);
+        }
+    }
+
+    /// Tells Raft about peers the transport could not reach and snapshots it delivered.
+    fn report_peers(&mut self) {
+        let Some(peers) = self.peers.clone() else {
+            return;
+        };
+        for member in peers.take_unreachable() {
+            self.raft.report_unreachable(MemberId(member));
+        }
+        for (member, delivered) in peers.take_snapshot_reports() {
+            self.raft.report_snapshot(MemberId(member), delivered);
+        }
     }
 
     /// Connects the reply channels to every core (after recovery, once the cores run).
@@ -623,6 +667,12 @@ impl Shard {
                 self.raft.tick();
                 self.expire_requests();
                 self.auto_compact();
+                self.report_peers();
+            }
+            Event::Peer(messages) => {
+                for message in messages {
+                    self.raft.step(message);
+                }
             }
             Event::SnapshotSaved { index, result } => {
                 self.snapshot_in_flight = false;
@@ -1023,7 +1073,7 @@ impl Shard {
         }
     }
 
-    fn handle_ready(&mut self, ready: Ready) {
+    fn handle_ready(&mut self, mut ready: Ready) {
         if ready.soft_state.is_some() {
             self.leader_changes += 1;
             let leader = self.raft.role() == Role::Leader;
@@ -1036,12 +1086,17 @@ impl Shard {
             }
             self.was_leader = leader;
         }
-        // Messages go out now; a one-member group has no peers, and the peer transport
-        // arrives with clustering.
-        debug_assert!(ready.messages.is_empty() || self.raft.conf_state().voters.len() > 1);
+        // Messages go out now, in parallel with persisting (the Ready contract).
+        let messages = std::mem::take(&mut ready.messages);
+        if !messages.is_empty() {
+            self.send_messages(messages);
+        }
         if ready.snapshot.is_some() {
-            // Receiving a snapshot needs the peer transport; a single member never does.
-            self.poison("received a Raft snapshot, which needs the peer transport".to_string());
+            // Installing a snapshot sent by a leader is not built yet: stop taking writes
+            // rather than diverge.
+            self.poison(
+                "received a Raft snapshot, which this build cannot install yet".to_string(),
+            );
         }
         if ready.must_persist() {
             self.persist(&ready);
