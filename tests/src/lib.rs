@@ -6,9 +6,9 @@
 //! same data; [`run_client`] runs client code on a glommio executor. For etcd
 //! compatibility, [`etcd`] runs the real etcd and etcdctl, [`mask`] masks what may
 //! legitimately differ between two servers' outputs, and [`compat`] runs one scenario
-//! against two servers and compares the transcripts; [`process`] runs child processes
-//! with deadlines. The tests themselves live in `tests/tests/`. Tests of one pure crate
-//! live beside that crate.
+//! against two servers and compares the transcripts; [`grpc`] runs one gRPC API scenario
+//! against corekv and etcd; [`process`] runs child processes with deadlines. The tests
+//! themselves live in `tests/tests/`. Tests of one pure crate live beside that crate.
 //!
 //! The server binary is found through `COREKV_BIN`, or next to the test executable
 //! (`target/<profile>/corekv`); if it is not there it is built once with the test
@@ -26,6 +26,7 @@ use corekv_net::client::Client;
 
 pub mod compat;
 pub mod etcd;
+pub mod grpc;
 pub mod mask;
 pub mod process;
 
