@@ -615,7 +615,6 @@ fn health_version_and_metrics_over_http() {
 }
 
 #[test]
-#[ignore = "corekv bug: /health answers 503 {\"health\":\"false\"} for ~50 ms after the serving line (no leader yet)"]
 fn health_is_true_from_the_first_request() {
     // etcd accepts its client connections only once it is ready (it has a leader and
     // has published itself), so a client's first /health already finds it healthy.

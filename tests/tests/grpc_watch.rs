@@ -449,7 +449,6 @@ fn fragmented_watch_responses_reassemble_into_the_whole_batch() {
 const SMALL_BATCH_PUTS: usize = 200;
 
 #[test]
-#[ignore = "corekv bug: watch responses are fragmented above --max-request-bytes; etcd fragments above --max-request-bytes + 512 KiB"]
 fn a_batch_under_etcds_fragment_size_comes_whole() {
     // etcd splits a watch response only when it reaches --max-request-bytes plus its
     // 512 KiB gRPC allowance: 200 events of about 4.6 KB come in one response even to a

@@ -5,7 +5,7 @@
 //! server (the smallest free id counting up from 0, as etcd). Created responses come
 //! before the watch's events because the shard answers the create before it polls the
 //! watcher, on the same ordered channel. Large event batches are split into fragments
-//! of at most `--max-request-bytes` when the watch asked for it; progress requests are
+//! of at most `--max-request-bytes` plus the gRPC allowance when the watch asked for it; progress requests are
 //! answered once every watch of the stream has caught up; `progress_notify` watches get
 //! an empty response every [`PROGRESS_NOTIFY_INTERVAL`] they are idle.
 
@@ -77,7 +77,9 @@ async fn serve_stream(
     let mut next_id: i64 = 0;
     let mut notify = tokio::time::interval(PROGRESS_NOTIFY_INTERVAL);
     notify.tick().await;
-    let fragment_bytes = gateway.config.request_bytes_max;
+    // etcd fragments above what one gRPC message may carry: the request limit plus the
+    // gRPC allowance.
+    let fragment_bytes = gateway.config.request_bytes_max + super::serve::GRPC_OVERHEAD_BYTES;
     // A client that closes its sending side still receives (as etcd): the stream ends
     // when the client stops listening or the transport breaks.
     let mut receiving = true;

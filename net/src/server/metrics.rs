@@ -225,6 +225,11 @@ impl Metrics {
         }
     }
 
+    /// Whether the shard last reported a leader.
+    pub fn has_leader(&self) -> bool {
+        get(&self.has_leader) == 1
+    }
+
     /// The index of a gRPC method in [`GRPC_METHODS`], by its full path
     /// (`/etcdserverpb.KV/Range`).
     pub fn grpc_method(path: &str) -> Option<usize> {

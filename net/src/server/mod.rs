@@ -258,7 +258,19 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
         }
     }
     // The client URLs (gRPC, JSON gateway, /health, /metrics) open last: by now the
-    // shard has recovered and every core serves.
+    // shard has recovered and every core serves. As etcd, they open once there is a
+    // leader (a single member elects itself at once); a member of a cluster whose quorum
+    // is not up yet opens them after two election timeouts anyway, and requests then
+    // fail with "no leader" until one is elected.
+    let patience = if members::initial_members(&config).len() > 1 {
+        2 * config.election_timeout
+    } else {
+        START_LEADER_WAIT_MAX
+    };
+    let waiting_since = std::time::Instant::now();
+    while !metrics.has_leader() && waiting_since.elapsed() < patience {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let bind = |addresses: &[std::net::SocketAddr]| -> Result<Vec<std::net::TcpListener>> {
         addresses
             .iter()
@@ -334,6 +346,9 @@ async fn start_shard(
     })
     .detach())
 }
+
+/// How long a single member waits for its own election before serving clients.
+const START_LEADER_WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// Bytes one peer frame may hold: the largest batch of appends with room to spare.
 const PEER_FRAME_BYTES_MAX: usize = 64 << 20;

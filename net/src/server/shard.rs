@@ -719,9 +719,15 @@ impl Shard {
                 if let Some(reason) = &self.poisoned {
                     let message = format!("corekv: shard stopped taking writes: {reason}");
                     self.reply_error(client, CODE_UNAVAILABLE, &message);
-                } else if adds_data(&request.request) && !self.quota_allows(&request.request) {
+                } else if adds_data(&request.request) && self.has_alarm(AlarmType::NoSpace) {
                     self.reply_error(client, CODE_RESOURCE_EXHAUSTED, NO_SPACE_MESSAGE);
                 } else {
+                    // Over the quota, the alarm is proposed ahead of this write, so the
+                    // write is refused when applied, after the alarm is raised (etcd
+                    // answers once the alarm is in place too).
+                    if adds_data(&request.request) {
+                        self.check_quota(&request.request);
+                    }
                     self.writes.push(request);
                 }
             }
@@ -1497,32 +1503,25 @@ impl Shard {
         self.alarms.iter().any(|raised| raised.alarm == alarm)
     }
 
-    /// etcd's quota: a write that adds data is refused while NOSPACE is raised, and the
-    /// first write that would take the store past `--quota-backend-bytes` raises it
-    /// (through the log, so every member agrees) and is refused.
-    fn quota_allows(&mut self, request: &Request) -> bool {
-        if self.has_alarm(AlarmType::NoSpace) {
-            return false;
-        }
+    /// etcd's quota: the first write that would take the store past
+    /// `--quota-backend-bytes` raises the NOSPACE alarm through the log (so every member
+    /// agrees); from then on writes that add data are refused.
+    fn check_quota(&mut self, request: &Request) {
         let projected = self.store.approximate_bytes() as u64 + request_size_hint(request) as u64;
-        if projected <= self.config.quota_backend_bytes {
-            return true;
+        if projected <= self.config.quota_backend_bytes || self.no_space_proposed {
+            return;
         }
-        if !self.no_space_proposed {
-            self.no_space_proposed = true;
-            eprintln!(
-                "corekv: the store ({projected} bytes) exceeds --quota-backend-bytes ({}); \
-                 raising the NOSPACE alarm",
-                self.config.quota_backend_bytes
-            );
-            let alarm = Request::Alarm {
-                action: AlarmAction::Activate,
-                member_id: self.ids.member,
-                alarm: AlarmType::NoSpace,
-            };
-            self.internal_writes.push(alarm);
-        }
-        false
+        self.no_space_proposed = true;
+        eprintln!(
+            "corekv: the store ({projected} bytes) exceeds --quota-backend-bytes ({}); \
+             raising the NOSPACE alarm",
+            self.config.quota_backend_bytes
+        );
+        self.internal_writes.push(Request::Alarm {
+            action: AlarmAction::Activate,
+            member_id: self.ids.member,
+            alarm: AlarmType::NoSpace,
+        });
     }
 
     /// Starts handing leadership to `target` (etcd's MoveLeader): only the leader may,
