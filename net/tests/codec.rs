@@ -195,6 +195,16 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::Defragment),
         Just(Request::Snapshot),
         any::<u64>().prop_map(|target| Request::MoveLeader { target }),
+        (
+            any::<u64>(),
+            ".{0,8}",
+            prop::collection::vec(".{0,12}", 0..3)
+        )
+            .prop_map(|(member_id, name, client_urls)| Request::PublishMember {
+                member_id,
+                name,
+                client_urls,
+            }),
     ]
 }
 

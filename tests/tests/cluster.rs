@@ -3,6 +3,7 @@
 //! on every member, kill -9 of the leader under writes (a new leader takes writes within
 //! a few election timeouts, no acknowledged write is lost), a restarted member catches
 //! up from its data dir, and afterwards every member holds the same data (equal HashKV).
+//! Members publish their names and client URLs, so every member lists them all.
 
 use std::time::{Duration, Instant};
 
@@ -136,6 +137,22 @@ fn get(member: &TestServer, key: &str) -> Option<Vec<u8>> {
     })
 }
 
+/// The member list as `member` knows it.
+fn member_list(member: &TestServer) -> Vec<corekv_net::protocol::Member> {
+    member.with_client(|client| async move {
+        match client
+            .request(Request::MemberList {
+                linearizable: false,
+            })
+            .await
+            .expect("member list")
+        {
+            Response::MemberList(_, members) => members,
+            other => panic!("member list answered {other:?}"),
+        }
+    })
+}
+
 /// (hash, revision) of `member`'s store at `revision`.
 fn hash_kv(member: &TestServer, revision: i64) -> (u32, i64) {
     member.with_client(move |client| async move {
@@ -161,6 +178,35 @@ fn three_members_replicate_fail_over_and_converge() {
     let mut cluster = Cluster::start(3);
     let all = [0, 1, 2];
     let leader = cluster.leader(&all, Duration::from_secs(10));
+
+    // Every member publishes its name and client URL: any member lists them all (what
+    // `etcdctl endpoint status --cluster` dials).
+    let expected: Vec<(String, Vec<String>)> = (0..3)
+        .map(|i| {
+            (
+                format!("m{i}"),
+                vec![cluster.members[i].client_url().to_string()],
+            )
+        })
+        .collect();
+    for member in &cluster.members {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut listed: Vec<(String, Vec<String>)> = member_list(member)
+                .into_iter()
+                .map(|m| (m.name, m.client_urls))
+                .collect();
+            listed.sort();
+            if listed == expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "member list {listed:?}, expected {expected:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 
     // Writes through every member, leader or not, are read back on every member.
     for i in all {

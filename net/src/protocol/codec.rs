@@ -450,6 +450,7 @@ pub(crate) mod tag {
     pub const SNAPSHOT: u8 = 0x35;
     pub const MOVE_LEADER: u8 = 0x36;
     pub const MEMBER_LIST: u8 = 0x40;
+    pub const PUBLISH_MEMBER: u8 = 0x41;
 
     /// Responses answer with the request's tag with the high bit set.
     pub const RESPONSE: u8 = 0x80;
@@ -509,6 +510,7 @@ fn request_tag(request: &Request) -> u8 {
         Request::Snapshot => tag::SNAPSHOT,
         Request::MoveLeader { .. } => tag::MOVE_LEADER,
         Request::MemberList { .. } => tag::MEMBER_LIST,
+        Request::PublishMember { .. } => tag::PUBLISH_MEMBER,
     }
 }
 

@@ -110,6 +110,16 @@ pub enum Request {
         /// Member id of the new leader.
         target: u64,
     },
+    /// A member announces its name and client URLs to the cluster (through the log, as
+    /// etcd's members publish their attributes); answered with the member list.
+    PublishMember {
+        /// The member.
+        member_id: u64,
+        /// Its name.
+        name: String,
+        /// Its client URLs.
+        client_urls: Vec<String>,
+    },
 }
 
 /// etcd's `AlarmRequest.AlarmAction`.

@@ -460,7 +460,7 @@ pub fn request_kind(request: &crate::protocol::Request) -> usize {
         | Request::Defragment
         | Request::Snapshot
         | Request::MoveLeader { .. } => 10,
-        Request::MemberList { .. } => 11,
+        Request::MemberList { .. } | Request::PublishMember { .. } => 11,
     }
 }
 

@@ -69,6 +69,9 @@ pub const LEASE_REVOKES_PER_CHECK: usize = 1000;
 /// How often the leader looks for expired leases.
 pub const LEASE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How long a member waits for its published attributes to apply before publishing
+/// again.
+const PUBLISH_RETRY_INTERVAL: Duration = Duration::from_secs(5);
 /// How often the shard copies its figures to `/metrics`.
 const METRICS_INTERVAL: Duration = Duration::from_millis(10);
 /// How long the shard pauses between rounds of background work (snapshot chunks,
@@ -241,6 +244,12 @@ pub(crate) struct Shard {
     last_metrics: Instant,
     /// The peer transport, when the cluster has other members.
     peers: Option<Rc<PeerTransport>>,
+    /// Names and client URLs members published through the log.
+    member_attributes: HashMap<u64, (String, Vec<String>)>,
+    /// Whether this member's own attributes were applied since the last leader change,
+    /// and when it last proposed them.
+    published: bool,
+    last_publish: Option<Instant>,
     /// Requests accepted, by [`REQUEST_KINDS`] index.
     request_counts: [u64; REQUEST_KINDS.len()],
     leader_changes: u64,
@@ -468,6 +477,9 @@ impl Shard {
             metrics,
             last_metrics: started,
             peers: None,
+            member_attributes: HashMap::new(),
+            published: false,
+            last_publish: None,
             request_counts: [0; REQUEST_KINDS.len()],
             leader_changes: 0,
             proposals_failed: 0,
@@ -762,6 +774,13 @@ impl Shard {
                 });
             }
             Request::MoveLeader { target } => self.move_leader(client, MemberId(*target)),
+            Request::PublishMember { .. } => {
+                self.reply_error(
+                    client,
+                    3,
+                    "corekv: members publish themselves; clients cannot",
+                );
+            }
             Request::Range(range) if range.serializable => {
                 self.serve_read(client, &request.request);
             }
@@ -936,6 +955,7 @@ impl Shard {
         } else {
             self.campaign_if_sole_voter = false;
         }
+        self.publish_self();
         self.propose_writes();
         self.request_read_index();
         self.check_leases();
@@ -1082,6 +1102,9 @@ impl Shard {
     fn handle_ready(&mut self, mut ready: Ready) {
         if ready.soft_state.is_some() {
             self.leader_changes += 1;
+            // A new leader (or a member restarted from a snapshot) may not know this
+            // member's client URLs: publish them again.
+            self.published = false;
             let leader = self.raft.role() == Role::Leader;
             if leader && !self.was_leader {
                 let extend = self.config.election_timeout.as_millis() as u64;
@@ -1229,6 +1252,18 @@ impl Shard {
             };
         }
         match request {
+            Request::PublishMember {
+                member_id,
+                name,
+                client_urls,
+            } => {
+                if *member_id == self.ids.member {
+                    self.published = true;
+                }
+                self.member_attributes
+                    .insert(*member_id, (name.clone(), client_urls.clone()));
+                Response::MemberList(self.header(), self.members())
+            }
             Request::Alarm {
                 action,
                 member_id,
@@ -1483,16 +1518,21 @@ impl Shard {
                     is_learner,
                 }
             } else {
-                // Known from --initial-cluster until members publish themselves.
+                // Peer URLs from --initial-cluster; name and client URLs once the member
+                // published them.
                 let initial = initial_members(&self.config)
                     .into_iter()
                     .find(|m| m.id == id.0);
+                let published = self.member_attributes.get(&id.0);
                 Member {
                     id: id.0,
                     is_learner,
-                    name: initial.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+                    name: published
+                        .map(|(name, _)| name.clone())
+                        .or_else(|| initial.as_ref().map(|m| m.name.clone()))
+                        .unwrap_or_default(),
                     peer_urls: initial.map(|m| m.peer_urls).unwrap_or_default(),
-                    client_urls: Vec::new(),
+                    client_urls: published.map(|(_, urls)| urls.clone()).unwrap_or_default(),
                 }
             });
         }
@@ -1626,6 +1666,26 @@ impl Shard {
                 self.client_snapshots.push(stream);
             }
         }
+    }
+
+    /// Announces this member's name and client URLs through the log once a leader is
+    /// known (again after every leader change), retrying until it is applied.
+    fn publish_self(&mut self) {
+        if self.published || self.raft.leader().is_none() {
+            return;
+        }
+        if self
+            .last_publish
+            .is_some_and(|at| at.elapsed() < PUBLISH_RETRY_INTERVAL)
+        {
+            return;
+        }
+        self.last_publish = Some(Instant::now());
+        self.internal_writes.push(Request::PublishMember {
+            member_id: self.ids.member,
+            name: self.config.name.clone(),
+            client_urls: self.config.advertise_client_urls.clone(),
+        });
     }
 
     /// Proposes the compaction `--auto-compaction-*` asks for, when this member leads.

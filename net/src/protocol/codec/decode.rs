@@ -395,6 +395,11 @@ impl<'a> Decoder<'a> {
             tag::MEMBER_LIST => Request::MemberList {
                 linearizable: self.bool("member list linearizable")?,
             },
+            tag::PUBLISH_MEMBER => Request::PublishMember {
+                member_id: self.u64("publish member id")?,
+                name: self.string("publish member name")?,
+                client_urls: self.strings("publish member client urls")?,
+            },
             other => return Err(self.unknown("request", other)),
         })
     }

@@ -251,6 +251,18 @@ pub(super) fn encode_request_payload(request: &Request, out: &mut Vec<u8>) {
         }
         Request::HashKv { revision } => put_i64(out, revision.0),
         Request::MoveLeader { target } => put_u64(out, *target),
+        Request::PublishMember {
+            member_id,
+            name,
+            client_urls,
+        } => {
+            put_u64(out, *member_id);
+            put_bytes(out, name.as_bytes());
+            put_count(out, client_urls.len());
+            for url in client_urls {
+                put_bytes(out, url.as_bytes());
+            }
+        }
     }
 }
 
