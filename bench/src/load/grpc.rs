@@ -230,11 +230,13 @@ impl CallError {
 
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}: {}", self.0.code(), self.0.message())?;
-        if let Some(source) = std::error::Error::source(&self.0) {
-            write!(f, " ({})", error_chain(source))?;
+        let message = self.0.message();
+        match std::error::Error::source(&self.0).map(error_chain) {
+            // tonic's transport statuses repeat their source's first words.
+            Some(chain) if chain.starts_with(message) => write!(f, "{:?}: {chain}", self.0.code()),
+            Some(chain) => write!(f, "{:?}: {message} ({chain})", self.0.code()),
+            None => write!(f, "{:?}: {message}", self.0.code()),
         }
-        Ok(())
     }
 }
 
