@@ -2,8 +2,6 @@
 //! requests against the store (keys `<name>/<lease id in hex>`, ordered by create
 //! revision). Everything goes through the bridge like any client's request.
 
-use std::time::Duration;
-
 use corekv_engine::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, EventKind, KeyValue, LeaseId,
     PutRequest, RangeRequest, RequestOp, ResponseOp, Revision, SortOrder, SortTarget, TxnRequest,
@@ -17,9 +15,6 @@ use super::pb::{v3electionpb as epb, v3lockpb as lpb};
 use super::service::{BoxStream, Gateway, ReceiverStream};
 use crate::protocol::{Header, Request, Response};
 use crate::server::bridge::stream_channel;
-
-/// How often a waiter re-checks that the shard is still there while watching.
-const WAIT_POLL: Duration = Duration::from_secs(1);
 
 fn not_leader() -> Status {
     Status::new(Code::Unknown, "election: not leader")
@@ -156,9 +151,6 @@ impl Gateway {
         start: i64,
         kind: EventKind,
     ) -> Result<KeyValue, Status> {
-        let session = self.shard.open_session();
-        let _closer = SessionCloser(self.shard.clone(), session);
-        let (tx, mut rx) = stream_channel();
         let watch = WatchRequest {
             key: key.to_vec(),
             range_end: range_end.to_vec(),
@@ -167,27 +159,47 @@ impl Gateway {
             no_delete: kind == EventKind::Put,
             prev_kv: false,
         };
+        Ok(self.first_event(watch).await?.kv)
+    }
+
+    /// The next change of `key` from `start`: its new value, or `None` once deleted.
+    async fn wait_any(&self, key: &[u8], start: i64) -> Result<Option<KeyValue>, Status> {
+        let watch = WatchRequest {
+            key: key.to_vec(),
+            start_revision: Revision(start),
+            ..WatchRequest::default()
+        };
+        let event = self.first_event(watch).await?;
+        Ok(match event.kind {
+            EventKind::Put => Some(event.kv),
+            EventKind::Delete => None,
+        })
+    }
+
+    /// Watches on a session of its own until the first event, then closes it.
+    async fn first_event(&self, watch: WatchRequest) -> Result<corekv_engine::Event, Status> {
+        let session = self.shard.open_session();
+        let _closer = SessionCloser(self.shard.clone(), session);
+        let (tx, mut rx) = stream_channel();
         self.shard
             .stream(session, Request::WatchCreate(watch), tx)
             .await
             .map_err(|_| Status::unavailable("etcdserver: server stopped"))?;
-        loop {
-            let reply = tokio::time::timeout(WAIT_POLL, rx.recv()).await;
+        while let Some((_, reply)) = rx.recv().await {
             match reply {
-                Err(_) => continue,
-                Ok(None) => return Err(Status::unavailable("etcdserver: server stopped")),
-                Ok(Some((_, Response::WatchEvents(_, events)))) => {
-                    if let Some(event) = events.into_iter().find(|e| e.kind == kind) {
-                        return Ok(event.kv);
+                Response::WatchEvents(_, events) => {
+                    if let Some(event) = events.into_iter().next() {
+                        return Ok(event);
                     }
                 }
-                Ok(Some((_, Response::WatchCreated(_)))) => {}
-                Ok(Some((_, Response::WatchCanceled { .. }))) => {
+                Response::WatchCreated(_) => {}
+                Response::WatchCanceled { .. } => {
                     return Err(Status::unavailable("corekv: watch canceled while waiting"))
                 }
-                Ok(Some((_, other))) => return Err(unexpected(&other)),
+                other => return Err(unexpected(&other)),
             }
         }
+        Err(Status::unavailable("etcdserver: server stopped"))
     }
 }
 
@@ -446,41 +458,5 @@ async fn observe(
                 None => break,
             }
         }
-    }
-}
-
-impl Gateway {
-    /// The next change of `key` from `start`: its new value, or `None` once deleted.
-    async fn wait_any(&self, key: &[u8], start: i64) -> Result<Option<KeyValue>, Status> {
-        let session = self.shard.open_session();
-        let _closer = SessionCloser(self.shard.clone(), session);
-        let (tx, mut rx) = stream_channel();
-        let watch = WatchRequest {
-            key: key.to_vec(),
-            start_revision: Revision(start),
-            ..WatchRequest::default()
-        };
-        self.shard
-            .stream(session, Request::WatchCreate(watch), tx)
-            .await
-            .map_err(|_| Status::unavailable("etcdserver: server stopped"))?;
-        while let Some((_, reply)) = rx.recv().await {
-            match reply {
-                Response::WatchEvents(_, events) => {
-                    if let Some(event) = events.into_iter().next() {
-                        return Ok(match event.kind {
-                            EventKind::Put => Some(event.kv),
-                            EventKind::Delete => None,
-                        });
-                    }
-                }
-                Response::WatchCreated(_) => {}
-                Response::WatchCanceled { .. } => {
-                    return Err(Status::unavailable("corekv: watch canceled while waiting"))
-                }
-                other => return Err(unexpected(&other)),
-            }
-        }
-        Err(Status::unavailable("etcdserver: server stopped"))
     }
 }

@@ -46,6 +46,20 @@ pub enum Sink {
     Stream(StreamSender),
 }
 
+impl Sink {
+    /// Delivers the last reply of request `request_id` (a reader gone away is no error).
+    fn send_last(self, request_id: u64, response: Response) {
+        match self {
+            Sink::Once(sender) => {
+                let _ = sender.send(response);
+            }
+            Sink::Stream(sender) => {
+                sender.send(request_id, response);
+            }
+        }
+    }
+}
+
 /// Replies a stream's reader may leave untaken before the bridge gives up on it: the
 /// session is closed (its watches cancelled) and the reader gets
 /// [`STREAM_OVERFLOW_MESSAGE`], as a socket connection that stops reading is closed.
@@ -265,14 +279,7 @@ impl Sinks {
                 .by_request
                 .remove(&request_id)
                 .expect("looked up above");
-            match sink {
-                Sink::Once(sender) => {
-                    let _ = sender.send(response);
-                }
-                Sink::Stream(sender) => {
-                    sender.send(request_id, response);
-                }
-            }
+            sink.send_last(request_id, response);
         } else if let Some((_, Sink::Stream(sender))) = self.by_request.get(&request_id) {
             if !sender.send(request_id, response) {
                 // The stream's reader is gone; its session's close cleans up the watch.
@@ -306,14 +313,7 @@ pub(crate) async fn run_bridge(core: Rc<Core>, mut receiver: mpsc::Receiver<Gate
                     sink,
                 } => {
                     if let Err(response) = validate(&request, core.config()) {
-                        match sink {
-                            Sink::Once(sender) => {
-                                let _ = sender.send(response);
-                            }
-                            Sink::Stream(sender) => {
-                                sender.send(request_id, response);
-                            }
-                        }
+                        sink.send_last(request_id, response);
                         continue;
                     }
                     sinks

@@ -1502,6 +1502,7 @@ impl Shard {
     fn members(&self) -> Vec<Member> {
         let conf = self.raft.conf_state();
         let me = MemberId(self.ids.member);
+        let initial_members = initial_members(&self.config);
         let mut members = Vec::new();
         for (id, is_learner) in conf
             .voters
@@ -1520,9 +1521,7 @@ impl Shard {
             } else {
                 // Peer URLs from --initial-cluster; name and client URLs once the member
                 // published them.
-                let initial = initial_members(&self.config)
-                    .into_iter()
-                    .find(|m| m.id == id.0);
+                let initial = initial_members.iter().find(|m| m.id == id.0);
                 let published = self.member_attributes.get(&id.0);
                 Member {
                     id: id.0,
@@ -1531,7 +1530,7 @@ impl Shard {
                         .map(|(name, _)| name.clone())
                         .or_else(|| initial.as_ref().map(|m| m.name.clone()))
                         .unwrap_or_default(),
-                    peer_urls: initial.map(|m| m.peer_urls).unwrap_or_default(),
+                    peer_urls: initial.map(|m| m.peer_urls.clone()).unwrap_or_default(),
                     client_urls: published.map(|(_, urls)| urls.clone()).unwrap_or_default(),
                 }
             });
