@@ -12,7 +12,8 @@ use corekv_net::protocol::codec::{
     TXN_DEPTH_MAX,
 };
 use corekv_net::protocol::{
-    AlarmAction, AlarmMember, AlarmType, Header, Member, Request, Response, StatusResponse,
+    AlarmAction, AlarmMember, AlarmType, Header, Member, MemberChange, MemberChangeKind, Request,
+    Response, StatusResponse,
 };
 use futures_lite::future::block_on;
 use proptest::prelude::*;
@@ -205,6 +206,33 @@ fn request() -> impl Strategy<Value = Request> {
                 name,
                 client_urls,
             }),
+        (
+            0u8..4,
+            any::<u64>(),
+            prop::collection::vec(".{0,12}", 0..3),
+            any::<bool>()
+        )
+            .prop_map(|(kind, id, peer_urls, is_learner)| {
+                Request::MemberChange(MemberChange {
+                    kind: [
+                        MemberChangeKind::Add,
+                        MemberChangeKind::Remove,
+                        MemberChangeKind::Update,
+                        MemberChangeKind::Promote,
+                    ][kind as usize],
+                    id,
+                    peer_urls,
+                    is_learner,
+                })
+            }),
+        (any::<u64>(), any::<u64>(), any::<u32>(), ".{0,16}").prop_map(
+            |(origin, proposal_id, code, message)| Request::MemberChangeRefused {
+                origin,
+                proposal_id,
+                code,
+                message,
+            }
+        ),
     ]
 }
 

@@ -13,7 +13,9 @@ use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status, Streaming}
 
 use super::convert::{self, header, status, unexpected};
 use super::pb::etcdserverpb as pb;
-use crate::protocol::{AlarmAction, AlarmType, Header, Request, Response};
+use crate::protocol::{
+    AlarmAction, AlarmType, Header, MemberChange, MemberChangeKind, Request, Response,
+};
 use crate::server::bridge::stream_channel;
 use crate::server::bridge::ShardHandle;
 use crate::server::config::ServerConfig;
@@ -268,13 +270,6 @@ impl pb::lease_server::Lease for Gateway {
     }
 }
 
-/// etcd's answer to membership changes this build cannot make yet.
-fn membership_unsupported() -> Status {
-    Status::unavailable(
-        "corekv: membership changes need the peer transport, which this build does not have yet",
-    )
-}
-
 impl Gateway {
     async fn members(
         &self,
@@ -293,15 +288,20 @@ impl Gateway {
         }
     }
 
-    /// etcd's "member not found" for an id that is not a member; otherwise the change
-    /// is not possible yet.
-    async fn change_member(&self, id: u64) -> Status {
-        match self.members(false).await {
-            Ok((_, members)) if !members.iter().any(|m| m.id == id) => {
-                Status::not_found("etcdserver: member not found")
-            }
-            Ok(_) => membership_unsupported(),
-            Err(status) => status,
+    /// Makes a membership change through the log; answers with the members after it.
+    async fn change_members(
+        &self,
+        change: MemberChange,
+    ) -> Result<(Option<pb::ResponseHeader>, Vec<pb::Member>), Status> {
+        match self.call(Request::MemberChange(change)).await? {
+            Response::MemberList(h, members) => Ok((
+                header(&Header {
+                    revision: Revision(0),
+                    ..h
+                }),
+                members.into_iter().map(convert::member).collect(),
+            )),
+            other => Err(unexpected(&other)),
         }
     }
 }
@@ -313,32 +313,63 @@ impl pb::cluster_server::Cluster for Gateway {
         request: GrpcRequest<pb::MemberAddRequest>,
     ) -> Result<GrpcResponse<pb::MemberAddResponse>, Status> {
         let request = request.into_inner();
-        let (_, members) = self.members(false).await?;
-        if let Some(url) = request
-            .peer_ur_ls
+        let change = MemberChange {
+            kind: MemberChangeKind::Add,
+            id: 0,
+            peer_urls: request.peer_ur_ls.clone(),
+            is_learner: request.is_learner,
+        };
+        let (header, members) = self.change_members(change).await?;
+        // The member holding the new peer URLs is the one added (URLs are unique).
+        let member = members
             .iter()
-            .find(|url| members.iter().any(|m| m.peer_ur_ls.contains(url)))
-        {
-            let _ = url;
-            return Err(Status::failed_precondition(
-                "etcdserver: Peer URLs already exists",
-            ));
-        }
-        Err(membership_unsupported())
+            .find(|m| m.peer_ur_ls == request.peer_ur_ls)
+            .map(|m| pb::Member {
+                id: m.id,
+                peer_ur_ls: m.peer_ur_ls.clone(),
+                is_learner: m.is_learner,
+                ..pb::Member::default()
+            });
+        Ok(GrpcResponse::new(pb::MemberAddResponse {
+            header,
+            member,
+            members,
+        }))
     }
 
     async fn member_remove(
         &self,
         request: GrpcRequest<pb::MemberRemoveRequest>,
     ) -> Result<GrpcResponse<pb::MemberRemoveResponse>, Status> {
-        Err(self.change_member(request.into_inner().id).await)
+        let change = MemberChange {
+            kind: MemberChangeKind::Remove,
+            id: request.into_inner().id,
+            peer_urls: Vec::new(),
+            is_learner: false,
+        };
+        let (header, members) = self.change_members(change).await?;
+        Ok(GrpcResponse::new(pb::MemberRemoveResponse {
+            header,
+            members,
+        }))
     }
 
     async fn member_update(
         &self,
         request: GrpcRequest<pb::MemberUpdateRequest>,
     ) -> Result<GrpcResponse<pb::MemberUpdateResponse>, Status> {
-        Err(self.change_member(request.into_inner().id).await)
+        let request = request.into_inner();
+        let change = MemberChange {
+            kind: MemberChangeKind::Update,
+            id: request.id,
+            peer_urls: request.peer_ur_ls,
+            is_learner: false,
+        };
+        let (header, members) = self.change_members(change).await?;
+        Ok(GrpcResponse::new(pb::MemberUpdateResponse {
+            header,
+            members,
+        }))
     }
 
     async fn member_list(
@@ -356,15 +387,17 @@ impl pb::cluster_server::Cluster for Gateway {
         &self,
         request: GrpcRequest<pb::MemberPromoteRequest>,
     ) -> Result<GrpcResponse<pb::MemberPromoteResponse>, Status> {
-        let id = request.into_inner().id;
-        let (_, members) = self.members(false).await?;
-        match members.iter().find(|m| m.id == id) {
-            None => Err(Status::not_found("etcdserver: member not found")),
-            Some(member) if !member.is_learner => Err(Status::failed_precondition(
-                "etcdserver: can only promote a learner member",
-            )),
-            Some(_) => Err(membership_unsupported()),
-        }
+        let change = MemberChange {
+            kind: MemberChangeKind::Promote,
+            id: request.into_inner().id,
+            peer_urls: Vec::new(),
+            is_learner: false,
+        };
+        let (header, members) = self.change_members(change).await?;
+        Ok(GrpcResponse::new(pb::MemberPromoteResponse {
+            header,
+            members,
+        }))
     }
 }
 

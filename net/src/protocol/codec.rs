@@ -451,6 +451,8 @@ pub(crate) mod tag {
     pub const MOVE_LEADER: u8 = 0x36;
     pub const MEMBER_LIST: u8 = 0x40;
     pub const PUBLISH_MEMBER: u8 = 0x41;
+    pub const MEMBER_CHANGE: u8 = 0x42;
+    pub const MEMBER_CHANGE_REFUSED: u8 = 0x43;
 
     /// Responses answer with the request's tag with the high bit set.
     pub const RESPONSE: u8 = 0x80;
@@ -511,6 +513,8 @@ fn request_tag(request: &Request) -> u8 {
         Request::MoveLeader { .. } => tag::MOVE_LEADER,
         Request::MemberList { .. } => tag::MEMBER_LIST,
         Request::PublishMember { .. } => tag::PUBLISH_MEMBER,
+        Request::MemberChange(_) => tag::MEMBER_CHANGE,
+        Request::MemberChangeRefused { .. } => tag::MEMBER_CHANGE_REFUSED,
     }
 }
 

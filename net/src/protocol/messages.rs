@@ -120,6 +120,47 @@ pub enum Request {
         /// Its client URLs.
         client_urls: Vec<String>,
     },
+    /// Add, remove, promote a member or change its peer URLs (etcd's MemberAdd,
+    /// MemberRemove, MemberPromote, MemberUpdate); answered with the member list.
+    MemberChange(MemberChange),
+    /// The leader refusing a membership change it cannot make (internal: written to the
+    /// log so that the member whose client asked can answer it).
+    MemberChangeRefused {
+        /// The member whose client asked.
+        origin: u64,
+        /// The proposal that carried the change on `origin`.
+        proposal_id: u64,
+        /// gRPC code of the answer.
+        code: u32,
+        /// Message of the answer.
+        message: String,
+    },
+}
+
+/// What a membership change does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemberChangeKind {
+    /// Add a member (`id` is chosen by the member that takes the request).
+    Add,
+    /// Remove member `id`.
+    Remove,
+    /// Set member `id`'s peer URLs.
+    Update,
+    /// Make learner `id` a voter.
+    Promote,
+}
+
+/// One membership change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberChange {
+    /// What to do.
+    pub kind: MemberChangeKind,
+    /// The member.
+    pub id: u64,
+    /// Peer URLs (`Add`, `Update`).
+    pub peer_urls: Vec<String>,
+    /// Add as a learner (`Add`).
+    pub is_learner: bool,
 }
 
 /// etcd's `AlarmRequest.AlarmAction`.

@@ -9,5 +9,6 @@ pub use codec::{
     PROTOCOL_VERSION, RESPONSE_FRAME_BYTES_MAX_DEFAULT,
 };
 pub use messages::{
-    AlarmAction, AlarmMember, AlarmType, Header, Member, Request, Response, StatusResponse,
+    AlarmAction, AlarmMember, AlarmType, Header, Member, MemberChange, MemberChangeKind, Request,
+    Response, StatusResponse,
 };

@@ -14,13 +14,24 @@
 //!
 //! In the WAL, an entry's payload is `u8 kind (0 normal, 1 conf change) | raft data`.
 //!
-//! A snapshot file's payload is `u32 voters | voters x u64 | u32 learners | learners x u64
-//! | engine snapshot bytes`, so that a restart recovers membership with the data.
+//! A snapshot file's payload is `u32 0xFFFF_FFFF | u8 format (2) | u32 voters | voters x
+//! u64 | u32 learners | learners x u64 | member table | engine snapshot bytes`, so that a
+//! restart (or a follower sent the snapshot) recovers membership with the data. The
+//! member table is `u32 count | count x (u64 id | member) | u32 removed | removed x u64`,
+//! a member `string name | strings peer URLs | strings client URLs | u8 learner`, a string `u32 length
+//! | UTF-8`, strings `u32 count | count x string`. Format 1 (no marker, no table) is
+//! still read.
+//!
+//! A membership change entry's context (opaque to Raft) is `u8 format (1) | u64 origin
+//! member | u64 proposal id | member`: who asked (so that member answers its client) and
+//! the member's name and URLs. The bootstrap entries of a new cluster carry no context.
 //!
 //! Decoding never trusts a count or a length before checking it against the bytes left.
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use corekv_raft::{ConfState, EntryKind, MemberId};
+
+use super::members::{MemberInfo, MemberTable};
 
 use crate::protocol::codec::{decode_request, encode_request};
 use crate::protocol::Request;
@@ -129,26 +140,71 @@ pub fn split_wal_entry(payload: &[u8]) -> Result<(EntryKind, &[u8])> {
     }
 }
 
+/// Marks a snapshot payload of format 2 or later (format 1 began with the voter count,
+/// which is never this large).
+const SNAPSHOT_FORMAT_MARKER: u32 = u32::MAX;
+const SNAPSHOT_FORMAT: u8 = 2;
+const CONF_CONTEXT_FORMAT: u8 = 1;
+
 /// Wraps engine snapshot bytes with the membership they were taken under.
-pub fn encode_snapshot_payload(conf: &ConfState, engine: &[u8]) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(16 + 8 * (conf.voters.len() + conf.learners.len()) + engine.len());
+pub fn encode_snapshot_payload(conf: &ConfState, table: &MemberTable, engine: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + engine.len());
+    out.extend_from_slice(&SNAPSHOT_FORMAT_MARKER.to_le_bytes());
+    out.push(SNAPSHOT_FORMAT);
     for members in [&conf.voters, &conf.learners] {
         out.extend_from_slice(&(members.len() as u32).to_le_bytes());
         for member in members {
             out.extend_from_slice(&member.0.to_le_bytes());
         }
     }
+    put_member_table(&mut out, table);
     out.extend_from_slice(engine);
     out
 }
 
-/// Splits a snapshot payload into membership and engine bytes.
-pub fn decode_snapshot_payload(payload: &[u8]) -> Result<(ConfState, &[u8])> {
+/// Encodes a member table (in snapshots, and as the directory a joining member is sent).
+pub fn encode_member_table(table: &MemberTable) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_member_table(&mut out, table);
+    out
+}
+
+/// Decodes what [`encode_member_table`] wrote.
+pub fn decode_member_table(bytes: &[u8]) -> Result<MemberTable> {
+    let mut reader = Reader { bytes, offset: 0 };
+    let table = reader.member_table()?;
+    ensure!(reader.remaining() == 0, "member table has trailing bytes");
+    Ok(table)
+}
+
+fn put_member_table(out: &mut Vec<u8>, table: &MemberTable) {
+    put_u32(out, table.members.len() as u32);
+    for (id, member) in &table.members {
+        out.extend_from_slice(&id.to_le_bytes());
+        put_member(out, member);
+    }
+    put_u32(out, table.removed.len() as u32);
+    for id in &table.removed {
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+}
+
+/// Splits a snapshot payload into membership, member table and engine bytes.
+pub fn decode_snapshot_payload(payload: &[u8]) -> Result<(ConfState, MemberTable, &[u8])> {
     let mut reader = Reader {
         bytes: payload,
         offset: 0,
     };
+    let format = if payload.len() >= 5 && payload[..4] == SNAPSHOT_FORMAT_MARKER.to_le_bytes() {
+        reader.take(4)?;
+        reader.u8()?
+    } else {
+        1
+    };
+    ensure!(
+        format <= SNAPSHOT_FORMAT,
+        "snapshot payload format {format} is newer than this build"
+    );
     let mut lists = [Vec::new(), Vec::new()];
     for list in &mut lists {
         let count = reader.u32()? as usize;
@@ -160,8 +216,83 @@ pub fn decode_snapshot_payload(payload: &[u8]) -> Result<(ConfState, &[u8])> {
             list.push(MemberId(reader.u64()?));
         }
     }
+    let table = if format >= 2 {
+        reader.member_table()?
+    } else {
+        MemberTable::default()
+    };
     let [voters, learners] = lists;
-    Ok((ConfState { voters, learners }, &payload[reader.offset..]))
+    Ok((
+        ConfState { voters, learners },
+        table,
+        &payload[reader.offset..],
+    ))
+}
+
+/// Who asked for a membership change, and the member's attributes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfContext {
+    /// The member whose client asked.
+    pub origin: u64,
+    /// The proposal that carried the request, on `origin`.
+    pub proposal_id: u64,
+    /// The member's name and URLs.
+    pub member: MemberInfo,
+}
+
+/// Encodes a membership change's context.
+pub fn encode_conf_context(context: &ConfContext) -> Vec<u8> {
+    let mut out = vec![CONF_CONTEXT_FORMAT];
+    out.extend_from_slice(&context.origin.to_le_bytes());
+    out.extend_from_slice(&context.proposal_id.to_le_bytes());
+    put_member(&mut out, &context.member);
+    out
+}
+
+/// Decodes a membership change's context; `None` for the bootstrap entries' empty one.
+pub fn decode_conf_context(bytes: &[u8]) -> Result<Option<ConfContext>> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let mut reader = Reader { bytes, offset: 0 };
+    let format = reader.u8()?;
+    ensure!(
+        format == CONF_CONTEXT_FORMAT,
+        "unknown membership change format {format}"
+    );
+    let context = ConfContext {
+        origin: reader.u64()?,
+        proposal_id: reader.u64()?,
+        member: reader.member()?,
+    };
+    ensure!(
+        reader.remaining() == 0,
+        "membership change has trailing bytes"
+    );
+    Ok(Some(context))
+}
+
+fn put_u32(out: &mut Vec<u8>, value: u32) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn put_string(out: &mut Vec<u8>, value: &str) {
+    put_u32(out, value.len() as u32);
+    out.extend_from_slice(value.as_bytes());
+}
+
+fn put_strings(out: &mut Vec<u8>, values: &[String]) {
+    put_u32(out, values.len() as u32);
+    for value in values {
+        put_string(out, value);
+    }
+}
+
+fn put_member(out: &mut Vec<u8>, member: &MemberInfo) {
+    put_string(out, &member.name);
+    put_strings(out, &member.peer_urls);
+    put_strings(out, &member.client_urls);
+    out.push(u8::from(member.is_learner));
 }
 
 struct Reader<'a> {
@@ -200,6 +331,51 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
+    }
+
+    fn string(&mut self) -> Result<String> {
+        let length = self.u32()? as usize;
+        let bytes = self.take(length)?;
+        String::from_utf8(bytes.to_vec()).context("a string is not UTF-8")
+    }
+
+    fn strings(&mut self) -> Result<Vec<String>> {
+        let count = self.u32()? as usize;
+        ensure!(count <= self.remaining() / 4, "claims {count} strings");
+        (0..count).map(|_| self.string()).collect()
+    }
+
+    fn member_table(&mut self) -> Result<MemberTable> {
+        let mut table = MemberTable::default();
+        let count = self.u32()? as usize;
+        ensure!(count <= self.remaining() / 20, "claims {count} members");
+        for _ in 0..count {
+            let id = self.u64()?;
+            let member = self.member()?;
+            table.members.insert(id, member);
+        }
+        let removed = self.u32()? as usize;
+        ensure!(
+            removed <= self.remaining() / 8,
+            "claims {removed} removed members"
+        );
+        for _ in 0..removed {
+            table.removed.insert(self.u64()?);
+        }
+        Ok(table)
+    }
+
+    fn member(&mut self) -> Result<MemberInfo> {
+        Ok(MemberInfo {
+            name: self.string()?,
+            peer_urls: self.strings()?,
+            client_urls: self.strings()?,
+            is_learner: match self.u8()? {
+                0 => false,
+                1 => true,
+                other => bail!("learner flag {other}"),
+            },
+        })
     }
 }
 
@@ -257,9 +433,62 @@ mod tests {
             voters: vec![MemberId(1), MemberId(2)],
             learners: vec![MemberId(3)],
         };
-        let payload = encode_snapshot_payload(&conf, b"engine");
-        let (decoded, engine) = decode_snapshot_payload(&payload).unwrap();
-        assert_eq!((decoded, engine), (conf, &b"engine"[..]));
-        assert!(decode_snapshot_payload(&payload[..5]).is_err());
+        let mut table = MemberTable::default();
+        table.members.insert(
+            1,
+            MemberInfo {
+                name: "a".to_string(),
+                peer_urls: vec!["http://127.0.0.1:2380".to_string()],
+                client_urls: vec![],
+                is_learner: true,
+            },
+        );
+        table.removed.insert(4);
+        let payload = encode_snapshot_payload(&conf, &table, b"engine");
+        let (decoded, decoded_table, engine) = decode_snapshot_payload(&payload).unwrap();
+        assert_eq!(
+            (decoded, decoded_table, engine),
+            (conf.clone(), table, &b"engine"[..])
+        );
+        for cut in 0..40 {
+            assert!(
+                decode_snapshot_payload(&payload[..cut]).is_err(),
+                "cut {cut}"
+            );
+        }
+        // Format 1: voter and learner lists, then the engine's bytes.
+        let mut old = Vec::new();
+        for list in [&conf.voters, &conf.learners] {
+            old.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            for member in list {
+                old.extend_from_slice(&member.0.to_le_bytes());
+            }
+        }
+        old.extend_from_slice(b"engine");
+        let (decoded, decoded_table, engine) = decode_snapshot_payload(&old).unwrap();
+        assert_eq!(decoded, conf);
+        assert!(decoded_table.members.is_empty());
+        assert_eq!(engine, b"engine");
+    }
+
+    /// A membership change's context round-trips; damage is an error.
+    #[test]
+    fn conf_context_round_trip() {
+        let context = ConfContext {
+            origin: 7,
+            proposal_id: 99,
+            member: MemberInfo {
+                name: String::new(),
+                peer_urls: vec!["http://10.0.0.1:2380".to_string()],
+                client_urls: vec![],
+                is_learner: false,
+            },
+        };
+        let bytes = encode_conf_context(&context);
+        assert_eq!(decode_conf_context(&bytes).unwrap(), Some(context));
+        assert_eq!(decode_conf_context(&[]).unwrap(), None);
+        for cut in 1..bytes.len() {
+            assert!(decode_conf_context(&bytes[..cut]).is_err(), "cut {cut}");
+        }
     }
 }

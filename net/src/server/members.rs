@@ -7,6 +7,17 @@
 //! * the cluster's id is the first 8 bytes of the SHA-1 of its members' ids, sorted,
 //!   each as 8 big-endian bytes.
 
+//!
+//! A member added at run time (etcd's `member add`) gets an id from its peer URLs, the
+//! token and the time of the request, as etcd's do, so that a member removed and added
+//! back never reuses the id of the one removed.
+//!
+//! [`MemberTable`] is the replicated list of members and their attributes: every member
+//! changes it in log order (bootstrap and membership entries, published attributes,
+//! peer URL updates) and snapshots carry it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
 use sha1::{Digest, Sha1};
 
 use super::config::ServerConfig;
@@ -32,6 +43,52 @@ pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
     }
     hasher.update(token.as_bytes());
     first_u64(&hasher.finalize())
+}
+
+/// The id of a member added at `nanos` (nanoseconds since the Unix epoch).
+pub fn added_member_id(peer_urls: &[String], token: &str, nanos: u64) -> u64 {
+    let mut urls: Vec<&str> = peer_urls.iter().map(String::as_str).collect();
+    urls.sort_unstable();
+    let mut hasher = Sha1::new();
+    for url in urls {
+        hasher.update(url.as_bytes());
+    }
+    hasher.update(token.as_bytes());
+    hasher.update(nanos.to_be_bytes());
+    first_u64(&hasher.finalize())
+}
+
+/// One member's attributes as the cluster knows them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Its name (empty until it has started and published it).
+    pub name: String,
+    /// Its peer URLs.
+    pub peer_urls: Vec<String>,
+    /// Its client URLs (empty until it has published them).
+    pub client_urls: Vec<String>,
+    /// A learner does not vote.
+    pub is_learner: bool,
+}
+
+/// The members of the cluster and the ids removed from it (never to come back).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberTable {
+    /// Members by id.
+    pub members: BTreeMap<u64, MemberInfo>,
+    /// Ids of removed members.
+    pub removed: BTreeSet<u64>,
+}
+
+impl MemberTable {
+    /// The member, other than `except`, that already uses one of `peer_urls`.
+    pub fn peer_url_owner(&self, peer_urls: &[String], except: Option<u64>) -> Option<u64> {
+        self.members
+            .iter()
+            .filter(|(id, _)| Some(**id) != except)
+            .find(|(_, member)| member.peer_urls.iter().any(|url| peer_urls.contains(url)))
+            .map(|(id, _)| *id)
+    }
 }
 
 /// The cluster's id from its members' ids.

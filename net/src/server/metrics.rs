@@ -460,7 +460,10 @@ pub fn request_kind(request: &crate::protocol::Request) -> usize {
         | Request::Defragment
         | Request::Snapshot
         | Request::MoveLeader { .. } => 10,
-        Request::MemberList { .. } | Request::PublishMember { .. } => 11,
+        Request::MemberList { .. }
+        | Request::PublishMember { .. }
+        | Request::MemberChange(_)
+        | Request::MemberChangeRefused { .. } => 11,
     }
 }
 

@@ -322,9 +322,9 @@ async fn start_shard(
     let (events_tx, events_rx) = event_queue();
     let events_tx = Rc::new(events_tx);
     let mut shard = Shard::open(config.clone(), events_tx.clone(), metrics).await?;
-    if let Some(peers) = start_peers(&config, events_tx.clone())? {
-        shard.attach_peers(peers);
-    }
+    // The transport starts now if the member table names other members (later, when a
+    // member is added, otherwise).
+    shard.sync_peers()?;
     for receiver in to_shard_receivers {
         glommio::spawn_local(forward(receiver, events_tx.clone())).detach();
     }
@@ -355,25 +355,13 @@ const PEER_FRAME_BYTES_MAX: usize = 64 << 20;
 /// Messages queued for one peer before it counts as unreachable.
 const PEER_QUEUE_MESSAGES_MAX: usize = 16_384;
 
-/// Starts the peer transport when the cluster has other members: it listens on
-/// `--listen-peer-urls` and dials the others' peer URLs from `--initial-cluster`; what
-/// arrives goes into the shard's event queue. A single-member cluster listens on no
-/// peer port.
-fn start_peers(
+/// Starts the peer transport: it listens on `--listen-peer-urls` (and dials the members
+/// the shard names with `set_peer`); what arrives goes into the shard's event queue.
+pub(crate) fn start_peer_transport(
     config: &ServerConfig,
+    ids: shard::Ids,
     events: Rc<glommio::channels::local_channel::LocalSender<Event>>,
-) -> Result<Option<Rc<peer::PeerTransport>>> {
-    let ids = shard::derive_ids(config);
-    let members = members::initial_members(config);
-    if members.len() < 2 {
-        return Ok(None);
-    }
-    let mut peers = Vec::new();
-    for member in members.iter().filter(|m| m.id != ids.member) {
-        let addresses = config::parse_addresses(&member.peer_urls.join(","))
-            .with_context(|| format!("invalid peer URLs of member {}", member.name))?;
-        peers.push((member.id, addresses));
-    }
+) -> Result<Rc<peer::PeerTransport>> {
     let (inbox, messages) =
         glommio::channels::local_channel::new_bounded::<Vec<corekv_raft::Message>>(1024);
     let transport = peer::PeerTransport::start(
@@ -381,7 +369,7 @@ fn start_peers(
             cluster_id: ids.cluster,
             me: ids.member,
             listen: config.peer_addresses.clone(),
-            peers,
+            peers: Vec::new(),
             frame_bytes_max: PEER_FRAME_BYTES_MAX.max(4 * config.request_bytes_max),
             queue_messages_max: PEER_QUEUE_MESSAGES_MAX,
             backoff_min: Duration::from_millis(50),
@@ -397,7 +385,12 @@ fn start_peers(
         }
     })
     .detach();
-    Ok(Some(transport))
+    Ok(transport)
+}
+
+/// Asks the server to stop as SIGTERM does (a member removed from the cluster stops).
+pub(crate) fn request_shutdown() {
+    SHUTDOWN.store(true, Ordering::SeqCst);
 }
 
 /// Waits for core 0 to report the shard's recovery.

@@ -196,6 +196,8 @@ pub(crate) struct Shared {
     /// When each (member, refusal status) was last logged.
     refusals_logged: RefCell<BTreeMap<(u64, u8), Instant>>,
     stopped: Cell<bool>,
+    /// The member directory a joining member is sent (see [`Lane::Members`]).
+    directory: RefCell<Vec<u8>>,
 }
 
 pub(crate) struct Incoming {
@@ -235,6 +237,10 @@ impl Shared {
             HandshakeStatus::VersionUnsupported
         } else if hello.lane.is_none() {
             HandshakeStatus::UnknownLane
+        } else if hello.lane == Some(Lane::Members) {
+            // Anyone may read the member list: it is what `--initial-cluster` already
+            // told the joining member, plus the ids.
+            HandshakeStatus::Accepted
         } else if hello.cluster_id != self.cluster_id {
             HandshakeStatus::ClusterMismatch
         } else if hello.to != self.me {
@@ -344,6 +350,7 @@ impl PeerTransport {
             accepting: RefCell::new(Vec::new()),
             refusals_logged: RefCell::new(BTreeMap::new()),
             stopped: Cell::new(false),
+            directory: RefCell::new(Vec::new()),
         });
         let transport = Rc::new(PeerTransport { shared });
         for (id, addresses) in config.peers {
@@ -414,6 +421,12 @@ impl PeerTransport {
         std::mem::take(&mut *self.shared.snapshot_reports.borrow_mut())
     }
 
+    /// Sets the member directory sent to members that join (opaque bytes here; the
+    /// shard encodes its member table).
+    pub fn set_directory(&self, directory: Vec<u8>) {
+        *self.shared.directory.borrow_mut() = directory;
+    }
+
     /// Adds a peer, or updates its addresses (used from the next connection on). Setting
     /// this member itself or member 0 is ignored.
     pub fn set_peer(&self, id: u64, addresses: Vec<SocketAddr>) {
@@ -464,4 +477,53 @@ impl PeerTransport {
     pub fn member_id(&self) -> u64 {
         self.shared.me
     }
+}
+
+/// Largest member directory a joining member accepts.
+pub const DIRECTORY_BYTES_MAX: usize = 1 << 20;
+
+/// Asks the member at `address` for the cluster's id and member directory (what a
+/// member joining a running cluster does before it knows its own id).
+pub async fn fetch_directory(address: SocketAddr) -> Result<(u64, Vec<u8>), PeerError> {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let glommio_io = |during: &'static str| {
+        move |error: glommio::GlommioError<()>| PeerError::Io {
+            during,
+            source: error.into(),
+        }
+    };
+    let mut stream = glommio::net::TcpStream::connect_timeout(address, CONNECT_TIMEOUT)
+        .await
+        .map_err(glommio_io("connecting"))?;
+    stream
+        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .map_err(glommio_io("setting a read timeout"))?;
+    stream
+        .write_all(&handshake::encode_hello(Lane::Members, 0, 0, 0))
+        .await
+        .map_err(PeerError::io("writing the handshake"))?;
+    let mut reply = [0u8; handshake::REPLY_BYTES];
+    stream
+        .read_exact(&mut reply)
+        .await
+        .map_err(PeerError::io("reading the handshake reply"))?;
+    let reply = handshake::decode_reply(&reply)?;
+    if reply.status != HandshakeStatus::Accepted {
+        return Err(PeerError::Malformed(reply.status.describe()));
+    }
+    let mut length = [0u8; 4];
+    stream
+        .read_exact(&mut length)
+        .await
+        .map_err(PeerError::io("reading the directory length"))?;
+    let length = u32::from_le_bytes(length) as usize;
+    if length > DIRECTORY_BYTES_MAX {
+        return Err(PeerError::Malformed("member directory over 1 MiB"));
+    }
+    let mut directory = vec![0u8; length];
+    stream
+        .read_exact(&mut directory)
+        .await
+        .map_err(PeerError::io("reading the member directory"))?;
+    Ok((reply.cluster_id, directory))
 }

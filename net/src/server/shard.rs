@@ -17,7 +17,11 @@
 //! Never: block the executor on anything but the engine's own work, share engine state
 //! with another core.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+mod install;
+mod membership;
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -46,7 +50,7 @@ use super::entry::{
     decode_proposal, decode_proposal_origin, decode_snapshot_payload, encode_proposal,
     encode_snapshot_payload, split_wal_entry, wal_entry_payload,
 };
-use super::members::{cluster_id, initial_members, member_id};
+use super::members::{cluster_id, initial_members, member_id, MemberTable};
 use super::mesh::{ClientRequest, Reply, ToShard};
 use super::metrics::{request_kind, Metrics, ShardFigures, REQUEST_KINDS};
 use super::peer::PeerTransport;
@@ -149,6 +153,9 @@ struct PendingProposal {
 /// A snapshot being encoded by the shard and streamed to its file by a task.
 struct SnapshotInProgress {
     writer: SnapshotWriter,
+    /// The store the snapshot was started from, if a snapshot from the leader replaced
+    /// it meanwhile.
+    retired: Option<Store>,
     /// Payload bytes handed to the file task so far.
     bytes: u64,
     /// Chunks on their way to the file task (bounded: the shard waits for room).
@@ -242,10 +249,25 @@ pub(crate) struct Shard {
     leader_moves: Vec<LeaderMove>,
     metrics: Arc<Metrics>,
     last_metrics: Instant,
-    /// The peer transport, when the cluster has other members.
+    /// The peer transport, once the cluster has other members.
     peers: Option<Rc<PeerTransport>>,
-    /// Names and client URLs members published through the log.
-    member_attributes: HashMap<u64, (String, Vec<String>)>,
+    /// Members the transport was told about.
+    peer_ids: BTreeSet<u64>,
+    /// The member table changed since the transport was last told.
+    peers_dirty: bool,
+    /// The replicated member table: names, peer and client URLs, removed ids.
+    member_table: MemberTable,
+    /// Clients of this member waiting for a membership change to be applied, by the
+    /// proposal that carried their request.
+    conf_waiters: HashMap<u64, (Client, Instant)>,
+    /// Membership changes the leader has yet to propose (Raft takes one at a time).
+    conf_queue: VecDeque<corekv_raft::ConfChange>,
+    /// The Ready whose snapshot (sent by the leader) is being written; no further Ready
+    /// is taken until it is durable, so the WAL keeps Ready order.
+    installing_snapshot: Option<u64>,
+    /// Members a snapshot could not be prepared for (reported to Raft at the next tick).
+    snapshot_send_failures: Rc<RefCell<Vec<MemberId>>>,
+    store_config: StoreConfig,
     /// Whether this member's own attributes were applied since the last leader change,
     /// and when it last proposed them.
     published: bool,
@@ -296,7 +318,6 @@ impl Shard {
         events: Rc<LocalSender<Event>>,
         metrics: Arc<Metrics>,
     ) -> Result<Shard> {
-        let ids = derive_ids(&config);
         let disk = Rc::new(GlommioDisk);
         let snap_dir = config.shard_snap_dir(SHARD_ID);
         let snapshots = Rc::new(SnapshotStore::new(
@@ -311,13 +332,15 @@ impl Shard {
         let started = Instant::now();
         let mut snapshot = None;
         let mut store = Store::new(store_config);
+        let mut member_table = MemberTable::default();
         if let Some(loaded) = snapshots
             .load_newest()
             .await
             .with_context(|| format!("cannot load snapshots from {}", snap_dir.display()))?
         {
-            let (conf_state, engine_bytes) = decode_snapshot_payload(loaded.data())
+            let (conf_state, table, engine_bytes) = decode_snapshot_payload(loaded.data())
                 .with_context(|| format!("snapshot at index {} is corrupt", loaded.meta.index.0))?;
+            member_table = table;
             store = Store::decode_snapshot(engine_bytes, store_config, 0).with_context(|| {
                 format!("snapshot at index {} does not decode", loaded.meta.index.0)
             })?;
@@ -357,13 +380,28 @@ impl Shard {
             eprintln!("corekv: recovered the WAL after cutting a torn tail: {torn:?}");
         }
         let wal = Rc::new(wal);
+        let fresh = recovered.metadata.is_none() && snapshot.is_none();
+        // A restarted member keeps the ids it was created with, whatever the flags say now
+        // (as etcd ignores --initial-cluster once the data dir exists); a member joining a
+        // running cluster learns them from its peers.
+        let ids = match recovered.metadata {
+            Some(metadata) => Ids {
+                cluster: metadata.cluster_id.0,
+                member: metadata.member_id.0,
+            },
+            None if fresh && config.initial_cluster_state == ClusterState::Existing => {
+                let (ids, table) = membership::discover(&config).await?;
+                member_table = table;
+                ids
+            }
+            None => derive_ids(&config),
+        };
         let mut raft_config = RaftConfig::new(
             MemberId(ids.member),
             ids.member ^ started.elapsed().as_nanos() as u64,
         );
         raft_config.election_tick = config.election_ticks();
         raft_config.heartbeat_tick = 1;
-        let fresh = recovered.metadata.is_none() && snapshot.is_none();
         let (raft, last_written) = if fresh {
             let metadata = corekv_wal::Metadata {
                 cluster_id: corekv_wal::ClusterId(ids.cluster),
@@ -389,16 +427,6 @@ impl Shard {
             };
             (raft, LogIndex(0))
         } else {
-            if let Some(metadata) = recovered.metadata {
-                if metadata.member_id.0 != ids.member {
-                    bail!(
-                        "data dir {} belongs to member {:x}, but these flags make member {:x}",
-                        config.data_dir.display(),
-                        metadata.member_id.0,
-                        ids.member
-                    );
-                }
-            }
             let hard_state = recovered
                 .hard_state
                 .map_or(HardState::default(), |h| HardState {
@@ -477,7 +505,14 @@ impl Shard {
             metrics,
             last_metrics: started,
             peers: None,
-            member_attributes: HashMap::new(),
+            peer_ids: BTreeSet::new(),
+            peers_dirty: true,
+            member_table,
+            conf_waiters: HashMap::new(),
+            conf_queue: VecDeque::new(),
+            installing_snapshot: None,
+            snapshot_send_failures: Rc::new(RefCell::new(Vec::new())),
+            store_config,
             published: false,
             last_publish: None,
             request_counts: [0; REQUEST_KINDS.len()],
@@ -494,14 +529,9 @@ impl Shard {
         Ok(shard)
     }
 
-    /// Hands the shard the transport to the other members.
-    pub(crate) fn attach_peers(&mut self, peers: Rc<PeerTransport>) {
-        self.peers = Some(peers);
-    }
-
     /// Sends Raft's messages to the other members. A snapshot's bytes live in its file,
-    /// not in Raft's memory; sending one to a follower is not built yet, so Raft hears
-    /// that it failed (and retries later).
+    /// not in Raft's memory: an `InstallSnapshot` is filled from the newest snapshot file
+    /// by a task before it goes (see `install.rs`).
     fn send_messages(&mut self, messages: Vec<corekv_raft::Message>) {
         let Some(peers) = self.peers.clone() else {
             return;
@@ -511,11 +541,7 @@ impl Shard {
             .partition(|m| matches!(m.body, corekv_raft::MessageBody::InstallSnapshot { .. }));
         peers.send(messages);
         for message in snapshots {
-            eprintln!(
-                "corekv: member {:x} is behind the log; sending it a snapshot is not built yet",
-                message.to.0
-            );
-            self.raft.report_snapshot(message.to, false);
+            self.send_snapshot(peers.clone(), message);
         }
     }
 
@@ -529,6 +555,10 @@ impl Shard {
         }
         for (member, delivered) in peers.take_snapshot_reports() {
             self.raft.report_snapshot(MemberId(member), delivered);
+        }
+        let failed = std::mem::take(&mut *self.snapshot_send_failures.borrow_mut());
+        for member in failed {
+            self.raft.report_snapshot(member, false);
         }
     }
 
@@ -673,11 +703,15 @@ impl Shard {
                     .find(|(n, _)| *n == number)
                     .expect("shard: persisted a ready that was handed to the WAL");
                 slot.1 = true;
+                if self.installing_snapshot == Some(number) {
+                    self.installing_snapshot = None;
+                }
                 self.acknowledge_durable_readies();
             }
             Event::Tick => {
                 self.raft.tick();
                 self.expire_requests();
+                self.expire_conf_waiters();
                 self.auto_compact();
                 self.report_peers();
             }
@@ -699,7 +733,8 @@ impl Shard {
                                 );
                             }
                         }
-                        self.snapshot_index = index;
+                        // A snapshot installed from the leader meanwhile may be newer.
+                        self.snapshot_index = self.snapshot_index.max(index);
                     }
                     Err(error) => self.poison(format!("snapshot write failed: {error}")),
                 }
@@ -774,13 +809,14 @@ impl Shard {
                 });
             }
             Request::MoveLeader { target } => self.move_leader(client, MemberId(*target)),
-            Request::PublishMember { .. } => {
+            Request::PublishMember { .. } | Request::MemberChangeRefused { .. } => {
                 self.reply_error(
                     client,
                     3,
-                    "corekv: members publish themselves; clients cannot",
+                    "corekv: this request is the members' own; clients cannot send it",
                 );
             }
+            Request::MemberChange(_) => self.accept_member_change(request),
             Request::Range(range) if range.serializable => {
                 self.serve_read(client, &request.request);
             }
@@ -955,7 +991,11 @@ impl Shard {
         } else {
             self.campaign_if_sole_voter = false;
         }
+        if let Err(error) = self.sync_peers() {
+            self.poison(format!("cannot start the peer transport: {error:#}"));
+        }
         self.publish_self();
+        self.propose_conf_changes();
         self.propose_writes();
         self.request_read_index();
         self.check_leases();
@@ -1006,7 +1046,16 @@ impl Shard {
             // Without a leader writes wait (until their deadline) for one to appear.
             return;
         }
-        let mut writes = std::mem::take(&mut self.writes).into_iter().peekable();
+        // A membership change travels alone: its proposal id is how the member that
+        // took it finds its client again (see membership.rs).
+        let (changes, writes): (Vec<_>, Vec<_>) = std::mem::take(&mut self.writes)
+            .into_iter()
+            .partition(|w| matches!(w.request, Request::MemberChange(_)));
+        for change in changes {
+            let client = Client::of(&change);
+            self.propose(vec![change.request], vec![Some(client)]);
+        }
+        let mut writes = writes.into_iter().peekable();
         while writes.peek().is_some() {
             let mut requests = Vec::new();
             let mut clients = Vec::new();
@@ -1093,7 +1142,7 @@ impl Shard {
     }
 
     fn process_readies(&mut self) {
-        while self.raft.has_ready() {
+        while self.installing_snapshot.is_none() && self.raft.has_ready() {
             let ready = self.raft.ready();
             self.handle_ready(ready);
         }
@@ -1120,15 +1169,14 @@ impl Shard {
         if !messages.is_empty() {
             self.send_messages(messages);
         }
-        if ready.snapshot.is_some() {
-            // Installing a snapshot sent by a leader is not built yet: stop taking writes
-            // rather than diverge.
-            self.poison(
-                "received a Raft snapshot, which this build cannot install yet".to_string(),
-            );
-        }
-        if ready.must_persist() {
-            self.persist(&ready);
+        if let Some(snapshot) = ready.snapshot.take() {
+            // A snapshot from the leader replaces the state machine now and the log once
+            // its file and WAL marker are durable (install.rs).
+            self.install_snapshot(&snapshot);
+            self.installing_snapshot = Some(ready.number);
+            self.persist(&ready, Some(snapshot));
+        } else if ready.must_persist() {
+            self.persist(&ready, None);
         } else {
             self.persisting.push_back((ready.number, true));
             self.acknowledge_durable_readies();
@@ -1142,15 +1190,20 @@ impl Shard {
         self.maybe_snapshot();
     }
 
-    /// Hands a Ready's entries and hard state to the WAL as one atomic append.
-    fn persist(&mut self, ready: &Ready) {
+    /// Hands a Ready's entries and hard state to the WAL as one atomic append. With a
+    /// snapshot from the leader, its file is written first and the append begins by
+    /// dropping the whole log and recording the snapshot.
+    fn persist(&mut self, ready: &Ready, snapshot: Option<Snapshot>) {
         let mut payloads: Vec<(corekv_wal::LogIndex, corekv_wal::Term, Vec<u8>)> =
             Vec::with_capacity(ready.entries.len());
         let mut truncate_from = None;
         if let Some(first) = ready.entries.first() {
-            if first.index <= self.last_written {
+            if first.index <= self.last_written && snapshot.is_none() {
                 truncate_from = Some(first.index);
             }
+        }
+        if snapshot.is_some() {
+            truncate_from = Some(LogIndex(0));
         }
         for entry in &ready.entries {
             payloads.push((
@@ -1172,12 +1225,32 @@ impl Shard {
         let wal = self.wal.clone();
         let events = self.events.clone();
         let append_bytes_max = self.wal_append_bytes_max;
+        let snapshots = self.snapshots.clone();
         glommio::spawn_local(async move {
-            let mut records = Vec::with_capacity(payloads.len() + 2);
+            let mut records = Vec::with_capacity(payloads.len() + 3);
             if let Some(from) = truncate_from {
                 records.push(WalRecord::TruncateSuffix {
                     from: to_wal_index(from),
                 });
+            }
+            if let Some(snapshot) = &snapshot {
+                let (index, term) = (
+                    to_wal_index(snapshot.meta.index),
+                    to_wal_term(snapshot.meta.term),
+                );
+                if let Err(error) = snapshots.save(index, term, &snapshot.data).await {
+                    let _ = events
+                        .send(Event::Persisted {
+                            number,
+                            result: Err(error),
+                        })
+                        .await;
+                    return;
+                }
+                records.push(WalRecord::SnapshotMarker(corekv_wal::SnapshotMarker {
+                    index,
+                    term,
+                }));
             }
             for (index, term, data) in &payloads {
                 records.push(WalRecord::Entry {
@@ -1202,13 +1275,18 @@ impl Shard {
             "shard: entries are applied in order, once"
         );
         self.applied = entry.index;
-        if entry.kind != EntryKind::Normal || entry.data.is_empty() {
-            // Membership changes take effect inside Raft; the no-op a new leader appends
-            // carries nothing.
+        if entry.kind == EntryKind::ConfChange {
+            // Raft already changed its configuration; the member table follows.
+            self.apply_conf_change(&entry);
             return;
         }
-        let pending = match decode_proposal_origin(&entry.data) {
-            Ok((origin, proposal_id)) if origin == self.ids.member => {
+        if entry.data.is_empty() {
+            // The no-op a new leader appends carries nothing.
+            return;
+        }
+        let origin = decode_proposal_origin(&entry.data).ok();
+        let pending = match origin {
+            Some((origin, proposal_id)) if origin == self.ids.member => {
                 self.proposals.remove(&proposal_id)
             }
             _ => None,
@@ -1231,8 +1309,25 @@ impl Shard {
         self.applied_bytes_since_snapshot += entry.data.len() as u64;
         let mut clients = clients.into_iter();
         for request in &requests {
-            let response = self.apply_request(request);
-            if let Some(Some(client)) = clients.next() {
+            let client = clients.next().flatten();
+            let response = match request {
+                Request::MemberChange(change) => {
+                    let (origin, proposal_id) = origin.unwrap_or_default();
+                    match self.apply_member_change(change, origin, proposal_id) {
+                        Some(response) => response,
+                        None => {
+                            // Answered once the membership change itself is applied.
+                            if let Some(client) = client {
+                                let deadline = Instant::now() + self.request_timeout();
+                                self.conf_waiters.insert(proposal_id, (client, deadline));
+                            }
+                            continue;
+                        }
+                    }
+                }
+                request => self.apply_request(request),
+            };
+            if let Some(client) = client {
                 self.reply(client, response, true);
             }
         }
@@ -1260,8 +1355,11 @@ impl Shard {
                 if *member_id == self.ids.member {
                     self.published = true;
                 }
-                self.member_attributes
-                    .insert(*member_id, (name.clone(), client_urls.clone()));
+                // A member removed meanwhile stays removed.
+                if let Some(member) = self.member_table.members.get_mut(member_id) {
+                    member.name = name.clone();
+                    member.client_urls = client_urls.clone();
+                }
                 Response::MemberList(self.header(), self.members())
             }
             Request::Alarm {
@@ -1320,6 +1418,15 @@ impl Shard {
                     Ok(revision) => Response::LeaseRevoke(header_at(self, revision)),
                     Err(error) => engine_error(&error),
                 }
+            }
+            Request::MemberChangeRefused {
+                origin,
+                proposal_id,
+                code,
+                message,
+            } => {
+                self.apply_member_change_refused(*origin, *proposal_id, *code, message);
+                Response::MemberList(self.header(), self.members())
             }
             other => Response::Error {
                 code: 3,
@@ -1440,13 +1547,14 @@ impl Shard {
             return;
         };
         let (chunks, received) = local_channel::new_bounded(SNAPSHOT_CHUNKS_QUEUED_MAX);
-        let prefix = encode_snapshot_payload(self.raft.conf_state(), &[]);
+        let prefix = encode_snapshot_payload(self.raft.conf_state(), &self.member_table, &[]);
         let writer = self.store.snapshot_writer();
         self.snapshot_encoding = Some(SnapshotInProgress {
             writer,
             bytes: 0,
             chunks,
             pending: Some(prefix),
+            retired: None,
         });
         self.snapshot_in_flight = true;
         let snapshots = self.snapshots.clone();
@@ -1469,7 +1577,8 @@ impl Shard {
             Some(chunk) => chunk,
             None => {
                 let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES_DEFAULT + 4096);
-                if !self.store.snapshot_next_chunk(
+                let store = progress.retired.as_ref().unwrap_or(&self.store);
+                if !store.snapshot_next_chunk(
                     &mut progress.writer,
                     &mut chunk,
                     SNAPSHOT_CHUNK_BYTES_DEFAULT,
@@ -1477,7 +1586,9 @@ impl Shard {
                     // Done: dropping the sender ends the file task's input.
                     let progress = self.snapshot_encoding.take().expect("checked above");
                     self.last_snapshot_bytes = progress.bytes;
-                    self.store.snapshot_finish(progress.writer);
+                    if progress.retired.is_none() {
+                        self.store.snapshot_finish(progress.writer);
+                    }
                     return;
                 }
                 chunk
@@ -1492,50 +1603,41 @@ impl Shard {
             // The file task stopped (it reports why); stop encoding.
             Err(_) => {
                 let progress = self.snapshot_encoding.take().expect("checked above");
-                self.store.snapshot_finish(progress.writer);
+                if progress.retired.is_none() {
+                    self.store.snapshot_finish(progress.writer);
+                }
             }
         }
     }
 
-    /// The members of the group. One member until the peer transport arrives; the list
-    /// comes from Raft's configuration so that it never claims a member Raft lacks.
+    /// The members of the group: Raft's configuration (so the list never claims a member
+    /// Raft lacks), with names and URLs from the member table.
     fn members(&self) -> Vec<Member> {
         let conf = self.raft.conf_state();
-        let me = MemberId(self.ids.member);
-        let initial_members = initial_members(&self.config);
-        let mut members = Vec::new();
-        for (id, is_learner) in conf
-            .voters
+        let me = self.ids.member;
+        conf.voters
             .iter()
-            .map(|id| (*id, false))
-            .chain(conf.learners.iter().map(|id| (*id, true)))
-        {
-            members.push(if id == me {
-                Member {
-                    id: id.0,
-                    name: self.config.name.clone(),
-                    peer_urls: self.config.advertise_peer_urls.clone(),
-                    client_urls: self.config.advertise_client_urls.clone(),
+            .map(|id| (id.0, false))
+            .chain(conf.learners.iter().map(|id| (id.0, true)))
+            .map(|(id, is_learner)| {
+                let known = self.member_table.members.get(&id);
+                let mut member = Member {
+                    id,
                     is_learner,
+                    name: known.map(|m| m.name.clone()).unwrap_or_default(),
+                    peer_urls: known.map(|m| m.peer_urls.clone()).unwrap_or_default(),
+                    client_urls: known.map(|m| m.client_urls.clone()).unwrap_or_default(),
+                };
+                if id == me {
+                    member.name = self.config.name.clone();
+                    member.client_urls = self.config.advertise_client_urls.clone();
+                    if member.peer_urls.is_empty() {
+                        member.peer_urls = self.config.advertise_peer_urls.clone();
+                    }
                 }
-            } else {
-                // Peer URLs from --initial-cluster; name and client URLs once the member
-                // published them.
-                let initial = initial_members.iter().find(|m| m.id == id.0);
-                let published = self.member_attributes.get(&id.0);
-                Member {
-                    id: id.0,
-                    is_learner,
-                    name: published
-                        .map(|(name, _)| name.clone())
-                        .or_else(|| initial.as_ref().map(|m| m.name.clone()))
-                        .unwrap_or_default(),
-                    peer_urls: initial.map(|m| m.peer_urls.clone()).unwrap_or_default(),
-                    client_urls: published.map(|(_, urls)| urls.clone()).unwrap_or_default(),
-                }
-            });
-        }
-        members
+                member
+            })
+            .collect()
     }
 
     fn has_alarm(&self, alarm: AlarmType) -> bool {

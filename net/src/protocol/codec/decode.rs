@@ -12,7 +12,8 @@ use corekv_engine::{
 
 use super::{tag, ProtocolError, FRAME_BODY_BYTES_MIN, RESPONSE_TAGS, TXN_DEPTH_MAX};
 use crate::protocol::messages::{
-    AlarmAction, AlarmMember, AlarmType, Header, Member, Request, Response, StatusResponse,
+    AlarmAction, AlarmMember, AlarmType, Header, Member, MemberChange, MemberChangeKind, Request,
+    Response, StatusResponse,
 };
 
 /// Smallest encodings, used to bound list counts before allocating.
@@ -399,6 +400,27 @@ impl<'a> Decoder<'a> {
                 member_id: self.u64("publish member id")?,
                 name: self.string("publish member name")?,
                 client_urls: self.strings("publish member client urls")?,
+            },
+            tag::MEMBER_CHANGE => {
+                let kind = match self.u8("member change kind")? {
+                    1 => MemberChangeKind::Add,
+                    2 => MemberChangeKind::Remove,
+                    3 => MemberChangeKind::Update,
+                    4 => MemberChangeKind::Promote,
+                    other => return Err(self.unknown("member change kind", other)),
+                };
+                Request::MemberChange(MemberChange {
+                    kind,
+                    id: self.u64("member change id")?,
+                    peer_urls: self.strings("member change peer urls")?,
+                    is_learner: self.bool("member change learner")?,
+                })
+            }
+            tag::MEMBER_CHANGE_REFUSED => Request::MemberChangeRefused {
+                origin: self.u64("refusal origin")?,
+                proposal_id: self.u64("refusal proposal")?,
+                code: self.u64("refusal code")? as u32,
+                message: self.string("refusal message")?,
             },
             other => return Err(self.unknown("request", other)),
         })

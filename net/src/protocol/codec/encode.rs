@@ -9,7 +9,9 @@ use corekv_engine::{
 };
 
 use super::tag;
-use crate::protocol::messages::{AlarmAction, AlarmType, Header, Request, Response};
+use crate::protocol::messages::{
+    AlarmAction, AlarmType, Header, MemberChangeKind, Request, Response,
+};
 
 pub(super) fn alarm_action_code(action: AlarmAction) -> u8 {
     match action {
@@ -262,6 +264,34 @@ pub(super) fn encode_request_payload(request: &Request, out: &mut Vec<u8>) {
             for url in client_urls {
                 put_bytes(out, url.as_bytes());
             }
+        }
+        Request::MemberChange(change) => {
+            put_u8(
+                out,
+                match change.kind {
+                    MemberChangeKind::Add => 1,
+                    MemberChangeKind::Remove => 2,
+                    MemberChangeKind::Update => 3,
+                    MemberChangeKind::Promote => 4,
+                },
+            );
+            put_u64(out, change.id);
+            put_count(out, change.peer_urls.len());
+            for url in &change.peer_urls {
+                put_bytes(out, url.as_bytes());
+            }
+            put_u8(out, flags(&[change.is_learner]));
+        }
+        Request::MemberChangeRefused {
+            origin,
+            proposal_id,
+            code,
+            message,
+        } => {
+            put_u64(out, *origin);
+            put_u64(out, *proposal_id);
+            put_u64(out, u64::from(*code));
+            put_bytes(out, message.as_bytes());
         }
     }
 }

@@ -26,6 +26,10 @@ pub enum Lane {
     /// One frame holding one `InstallSnapshot`, acknowledged with [`SNAPSHOT_DELIVERED`],
     /// then closed.
     Snapshot,
+    /// A member joining a running cluster asks for the member list (it does not know its
+    /// own id or the cluster's yet, so the hello's ids are 0): the acceptor answers the
+    /// handshake, then `u32 length | member directory`, and closes.
+    Members,
 }
 
 impl Lane {
@@ -33,6 +37,7 @@ impl Lane {
         match self {
             Lane::Messages => 1,
             Lane::Snapshot => 2,
+            Lane::Members => 3,
         }
     }
 
@@ -40,6 +45,7 @@ impl Lane {
         match byte {
             1 => Some(Lane::Messages),
             2 => Some(Lane::Snapshot),
+            3 => Some(Lane::Members),
             _ => None,
         }
     }

@@ -124,6 +124,16 @@ async fn serve_connection(
             return Ok(());
         }
     };
+    if lane == Lane::Members {
+        let directory = shared.directory.borrow().clone();
+        let mut answer = (directory.len() as u32).to_le_bytes().to_vec();
+        answer.extend_from_slice(&directory);
+        stream
+            .write_all(&answer)
+            .await
+            .map_err(PeerError::io("writing the member directory"))?;
+        return Ok(());
+    }
     *from = Some(hello.from);
     shared.register_incoming(connection, hello.from, lane);
     stream
@@ -147,6 +157,7 @@ async fn serve_connection(
                 return Ok(());
             }
         },
+        Lane::Members => Ok(()),
         Lane::Snapshot => {
             let messages = read_frame(&mut stream, shared.frame_bytes_max, &mut head)
                 .await?
