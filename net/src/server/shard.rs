@@ -752,6 +752,20 @@ impl Shard {
             self.reply_error(client, CODE_UNAVAILABLE, "etcdserver: server stopped");
             return;
         }
+        if !served_by_learner(&request.request)
+            && self
+                .raft
+                .conf_state()
+                .learners
+                .contains(&MemberId(self.ids.member))
+        {
+            self.reply_error(
+                client,
+                CODE_UNAVAILABLE,
+                "etcdserver: rpc not supported for learner",
+            );
+            return;
+        }
         match &request.request {
             Request::Put(_)
             | Request::DeleteRange(_)
@@ -824,14 +838,21 @@ impl Shard {
                 let deadline = Instant::now() + self.request_timeout();
                 self.reads.push(WaitingRead { request, deadline });
             }
+            Request::LeaseKeepAlive { .. } if self.raft.role() != Role::Leader => {
+                // Only the leader tracks deadlines: a follower's keep-alive goes through
+                // the log (forwarded with the next proposal), and the leader renews the
+                // lease when it applies it.
+                if let Some(reason) = &self.poisoned {
+                    let message = format!("corekv: shard stopped taking writes: {reason}");
+                    self.reply_error(client, CODE_UNAVAILABLE, &message);
+                } else {
+                    self.writes.push(request);
+                }
+            }
             Request::LeaseKeepAlive { id } => {
                 let id = *id;
-                let ttl_seconds = if self.raft.role() == Role::Leader {
-                    self.store.lease_renew(id, self.now_ms()).unwrap_or(0)
-                } else {
-                    self.reply_error(client, CODE_UNAVAILABLE, "etcdserver: no leader");
-                    return;
-                };
+                // An unknown lease answers TTL 0, as etcd's keep-alive stream does.
+                let ttl_seconds = self.store.lease_renew(id, self.now_ms()).unwrap_or(0);
                 let header = self.header();
                 self.reply(
                     client,
@@ -1417,6 +1438,15 @@ impl Shard {
                 match self.store.lease_revoke(*id) {
                     Ok(revision) => Response::LeaseRevoke(header_at(self, revision)),
                     Err(error) => engine_error(&error),
+                }
+            }
+            Request::LeaseKeepAlive { id } => {
+                // Renews the deadline on the leader (followers track none).
+                let ttl_seconds = self.store.lease_renew(*id, self.now_ms()).unwrap_or(0);
+                Response::LeaseKeepAlive {
+                    header: self.header(),
+                    id: *id,
+                    ttl_seconds,
                 }
             }
             Request::MemberChangeRefused {
@@ -2115,6 +2145,20 @@ fn adds_data(request: &Request) -> bool {
     match request {
         Request::Put(_) | Request::LeaseGrant { .. } => true,
         Request::Txn(txn) => txn_puts(txn),
+        _ => false,
+    }
+}
+
+/// What a learner answers (etcd's: status and serializable reads; the alarm list is
+/// part of the gateway's status). Everything else gets etcd's "not supported" error.
+fn served_by_learner(request: &Request) -> bool {
+    match request {
+        Request::Status
+        | Request::Alarm {
+            action: AlarmAction::Get,
+            ..
+        } => true,
+        Request::Range(range) => range.serializable,
         _ => false,
     }
 }
