@@ -341,6 +341,28 @@ impl Shard {
             let (conf_state, table, engine_bytes) = decode_snapshot_payload(loaded.data())
                 .with_context(|| format!("snapshot at index {} is corrupt", loaded.meta.index.0))?;
             member_table = table;
+            if member_table.members.is_empty() {
+                // A snapshot from a build without the member table: its members are the
+                // ones --initial-cluster names.
+                let initial = initial_members(&config);
+                for (id, is_learner) in conf_state
+                    .voters
+                    .iter()
+                    .map(|id| (id.0, false))
+                    .chain(conf_state.learners.iter().map(|id| (id.0, true)))
+                {
+                    let known = initial.iter().find(|m| m.id == id);
+                    member_table.members.insert(
+                        id,
+                        super::members::MemberInfo {
+                            name: known.map(|m| m.name.clone()).unwrap_or_default(),
+                            peer_urls: known.map(|m| m.peer_urls.clone()).unwrap_or_default(),
+                            client_urls: Vec::new(),
+                            is_learner,
+                        },
+                    );
+                }
+            }
             store = Store::decode_snapshot(engine_bytes, store_config, 0).with_context(|| {
                 format!("snapshot at index {} does not decode", loaded.meta.index.0)
             })?;
