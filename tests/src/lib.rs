@@ -7,8 +7,11 @@
 //! compatibility, [`etcd`] runs the real etcd and etcdctl, [`mask`] masks what may
 //! legitimately differ between two servers' outputs, and [`compat`] runs one scenario
 //! against two servers and compares the transcripts; [`grpc`] runs one gRPC API scenario
-//! against corekv and etcd; [`process`] runs child processes with deadlines. The tests
-//! themselves live in `tests/tests/`. Tests of one pure crate live beside that crate.
+//! against corekv and etcd; [`process`] runs child processes with deadlines. For
+//! replication and faults, [`cluster`] runs several members with etcd's cluster flags,
+//! [`proxy`] sits on their peer links to cut and heal them, and [`history`] records
+//! client histories for the linearizability checker. The tests themselves live in
+//! `tests/tests/`. Tests of one pure crate live beside that crate.
 //!
 //! The server binary is found through `COREKV_BIN`, or next to the test executable
 //! (`target/<profile>/corekv`); if it is not there it is built once with the test
@@ -24,11 +27,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use corekv_net::client::Client;
 
+pub mod cluster;
 pub mod compat;
 pub mod etcd;
 pub mod grpc;
+pub mod history;
 pub mod mask;
 pub mod process;
+pub mod proxy;
 
 /// How long a server may take to start serving.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
