@@ -396,17 +396,20 @@ fn response() -> impl Strategy<Value = Response> {
             compact_revision,
         }),
         header().prop_map(Response::WatchProgress),
-        (header(), ".{0,10}", any::<[u64; 5]>()).prop_map(|(header, version, numbers)| {
-            Response::Status(StatusResponse {
-                header,
-                version,
-                db_size: numbers[0],
-                leader: numbers[1],
-                raft_index: numbers[2],
-                raft_term: numbers[3],
-                raft_applied_index: numbers[4],
-            })
-        }),
+        (header(), ".{0,10}", any::<[u64; 5]>(), any::<bool>()).prop_map(
+            |(header, version, numbers, is_learner)| {
+                Response::Status(StatusResponse {
+                    header,
+                    version,
+                    db_size: numbers[0],
+                    leader: numbers[1],
+                    raft_index: numbers[2],
+                    raft_term: numbers[3],
+                    raft_applied_index: numbers[4],
+                    is_learner,
+                })
+            }
+        ),
         (header(), prop::collection::vec(member(), 0..4))
             .prop_map(|(h, members)| Response::MemberList(h, members)),
         (

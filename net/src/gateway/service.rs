@@ -473,7 +473,7 @@ impl pb::maintenance_server::Maintenance for Gateway {
                 })
                 .collect(),
             db_size_in_use: status.db_size as i64,
-            is_learner: false,
+            is_learner: status.is_learner,
         }))
     }
 

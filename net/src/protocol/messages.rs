@@ -335,4 +335,6 @@ pub struct StatusResponse {
     pub raft_term: u64,
     /// Raft index applied to the store.
     pub raft_applied_index: u64,
+    /// Whether this member is a learner.
+    pub is_learner: bool,
 }

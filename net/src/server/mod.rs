@@ -210,7 +210,7 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
                 };
                 let mut listeners = Vec::new();
                 for address in &config.binary_addresses {
-                    match TcpListener::bind(address) {
+                    match bind_shared(address) {
                         Ok(listener) => listeners.push(listener),
                         Err(error) => {
                             let _ = bound.send(Err(format!("cannot listen on {address}: {error}")));
@@ -386,6 +386,74 @@ pub(crate) fn start_peer_transport(
     })
     .detach();
     Ok(transport)
+}
+
+/// Binds a listener every core shares (SO_REUSEPORT: the kernel spreads connections over
+/// the cores) that also binds while connections of an earlier socket on the port linger
+/// in TIME_WAIT (SO_REUSEADDR, as std's listeners set it; glommio's bind does not).
+fn bind_shared(address: &std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use std::os::fd::FromRawFd;
+    let domain = if address.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket calls on a descriptor this function owns; the sockaddr
+    // structs are zero-initialised, fully set and outlive the calls that read them. On
+    // success the descriptor is handed whole to the listener, which closes it.
+    unsafe {
+        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fail = |fd: libc::c_int| {
+            let error = std::io::Error::last_os_error();
+            libc::close(fd);
+            Err(error)
+        };
+        let one: libc::c_int = 1;
+        for option in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            if libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                std::ptr::addr_of!(one).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) != 0
+            {
+                return fail(fd);
+            }
+        }
+        let bound = match address {
+            std::net::SocketAddr::V4(v4) => {
+                let mut raw: libc::sockaddr_in = std::mem::zeroed();
+                raw.sin_family = libc::AF_INET as libc::sa_family_t;
+                raw.sin_port = v4.port().to_be();
+                raw.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+                libc::bind(
+                    fd,
+                    std::ptr::addr_of!(raw).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+            std::net::SocketAddr::V6(v6) => {
+                let mut raw: libc::sockaddr_in6 = std::mem::zeroed();
+                raw.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                raw.sin6_port = v6.port().to_be();
+                raw.sin6_addr.s6_addr = v6.ip().octets();
+                raw.sin6_scope_id = v6.scope_id();
+                libc::bind(
+                    fd,
+                    std::ptr::addr_of!(raw).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        };
+        if bound != 0 || libc::listen(fd, 1024) != 0 {
+            return fail(fd);
+        }
+        Ok(TcpListener::from_raw_fd(fd))
+    }
 }
 
 /// Asks the server to stop as SIGTERM does (a member removed from the cluster stops).

@@ -988,6 +988,11 @@ impl Shard {
                     raft_index: status.last_index.0,
                     raft_term: self.raft.term().0,
                     raft_applied_index: self.applied.0,
+                    is_learner: self
+                        .raft
+                        .conf_state()
+                        .learners
+                        .contains(&MemberId(self.ids.member)),
                 })
             }
             Request::MemberList { .. } => Response::MemberList(header, self.members()),
@@ -1662,12 +1667,13 @@ impl Shard {
         }
     }
 
-    /// The members of the group: Raft's configuration (so the list never claims a member
-    /// Raft lacks), with names and URLs from the member table.
+    /// The members of the group, by id (as etcd lists them): Raft's configuration (so the
+    /// list never claims a member Raft lacks), with names and URLs from the member table.
     fn members(&self) -> Vec<Member> {
         let conf = self.raft.conf_state();
         let me = self.ids.member;
-        conf.voters
+        let mut members: Vec<Member> = conf
+            .voters
             .iter()
             .map(|id| (id.0, false))
             .chain(conf.learners.iter().map(|id| (id.0, true)))
@@ -1689,7 +1695,9 @@ impl Shard {
                 }
                 member
             })
-            .collect()
+            .collect();
+        members.sort_by_key(|member| member.id);
+        members
     }
 
     fn has_alarm(&self, alarm: AlarmType) -> bool {

@@ -275,6 +275,7 @@ impl Node {
                 raft_index: self.store.revision().0 as u64,
                 raft_term: 1,
                 raft_applied_index: self.store.revision().0 as u64,
+                is_learner: false,
             }),
             // The client tests exercise the KV, lease and watch paths; the maintenance
             // requests are the real server's (tests/ drives them end to end).

@@ -680,7 +680,6 @@ fn five_members_replace_a_dead_leader() {
 /// etcd lists every member by id, learners among the voters (its cluster's `Members`
 /// sorts them all), and etcdctl's `ETCD_INITIAL_CLUSTER` follows that order.
 #[test]
-#[ignore = "corekv bug: member list puts learners after the voters instead of ordering all members by id"]
 fn member_list_orders_learners_by_id_too() {
     let cluster = Cluster::start(3, &[]);
     let m1 = cluster.member("m1").endpoint().to_string();
@@ -723,7 +722,6 @@ fn member_list_orders_learners_by_id_too() {
 /// etcd 3.4's Status answer says whether the member is a learner, which etcdctl's
 /// `endpoint status` prints as "is learner".
 #[test]
-#[ignore = "corekv bug: endpoint status of a learner says is learner = false (isLearner missing)"]
 fn endpoint_status_of_a_learner_says_so() {
     let mut cluster = Cluster::start(1, &[]);
     let m1 = cluster.member("m1").endpoint().to_string();

@@ -590,6 +590,7 @@ impl<'a> Decoder<'a> {
                     raft_index: self.u64("status raft index")?,
                     raft_term: self.u64("status raft term")?,
                     raft_applied_index: self.u64("status raft applied index")?,
+                    is_learner: self.bool("status learner")?,
                 }),
                 tag::MEMBER_LIST => {
                     let count = self.count("members", MEMBER_BYTES_MIN)?;

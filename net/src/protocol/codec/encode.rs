@@ -455,6 +455,7 @@ pub(super) fn encode_response_payload(response: &Response, out: &mut Vec<u8>) {
             put_u64(out, status.raft_index);
             put_u64(out, status.raft_term);
             put_u64(out, status.raft_applied_index);
+            put_u8(out, flags(&[status.is_learner]));
         }
         Response::MemberList(header, members) => {
             put_header(out, header);
