@@ -331,15 +331,15 @@ impl Shard {
         self.peers_dirty = false;
         let me = self.ids.member;
         let mut wanted: BTreeMap<u64, Vec<std::net::SocketAddr>> = BTreeMap::new();
-        // Until the log names them, the members of --initial-cluster (a restarted member
-        // must reach the others before it has applied the entries that name them),
-        // except ids removed since and URLs that belong to a member the table knows.
+        // Until the log (or a snapshot) has named any member, the members of
+        // --initial-cluster: a restarted member must reach the others before it has
+        // applied the entries that name them. Once the table knows members, the flags
+        // are history (as etcd ignores --initial-cluster once the data dir exists).
         let table = &self.member_table;
         let fallback = initial_members(&self.config)
             .into_iter()
             .filter(|m| {
-                !table.removed.contains(&m.id)
-                    && table.peer_url_owner(&m.peer_urls, None).is_none()
+                table.members.is_empty()
                     && !m
                         .peer_urls
                         .iter()
