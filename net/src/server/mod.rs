@@ -485,8 +485,21 @@ async fn tick_and_watch_signals(
     interval: Duration,
     events: Rc<glommio::channels::local_channel::LocalSender<Event>>,
 ) {
+    // Ticks keep a fixed rate (a tick that ran late does not push the next one back),
+    // so the election timeout stays what --election-timeout says under load; after a
+    // stall longer than an interval the schedule restarts rather than firing a burst.
+    let mut next = std::time::Instant::now() + interval;
     loop {
-        glommio::timer::sleep(interval).await;
+        let now = std::time::Instant::now();
+        if next > now {
+            glommio::timer::sleep(next - now).await;
+        }
+        let now = std::time::Instant::now();
+        next = if now.duration_since(next) >= interval {
+            now + interval
+        } else {
+            next + interval
+        };
         let event = if SHUTDOWN.load(Ordering::SeqCst) {
             Event::Shutdown
         } else {
