@@ -96,7 +96,8 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/compare-etcd-cluster.XXXXXX")
 PIDS=()        # the running cluster's members, in member order
 CLIENT_EPS=()  # their client addresses (host:port), same order
 BINARY_EPS=()  # corekv: their binary-protocol addresses, same order
-TAKEN_PORTS=" "
+TAKEN_PORTS=" " # ports handed out for the cluster being started
+PORT=
 CLUSTER_DIR=   # the running cluster's data dirs and logs
 
 stop_cluster() {
@@ -121,16 +122,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A loopback TCP port nobody listens on and this script has not handed out yet, away
-# from etcd's 2379/2380 and corekv's 2378.
+# Sets PORT to a loopback TCP port that no socket uses and this script has not handed
+# out yet (called directly, not in a subshell, so that it can record what it hands
+# out), below the kernel's ephemeral range (so that no outgoing connection takes it
+# before the member binds it) and away from etcd's 2379/2380 and corekv's 2378.
+EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2> /dev/null || echo 32768)
+PORT_LOW=10000
 free_port() {
-    local port listening
-    listening=$(ss -Htln 2> /dev/null | awk '{ n = split($4, a, ":"); print a[n] }' | tr '\n' ' ')
+    local port used
+    used=" $(ss -Htan 2> /dev/null | awk '{ n = split($4, a, ":"); print a[n] }' | tr '\n' ' ') "
     while true; do
-        port=$((20000 + RANDOM % 20000))
-        if [[ " $listening " != *" $port "* && $TAKEN_PORTS != *" $port "* ]]; then
+        port=$((PORT_LOW + RANDOM % (EPHEMERAL_LOW - PORT_LOW)))
+        if [[ $used != *" $port "* && $TAKEN_PORTS != *" $port "* ]]; then
             TAKEN_PORTS+="$port "
-            echo "$port"
+            PORT=$port
             return
         fi
     done
@@ -145,9 +150,12 @@ start_cluster() {
     local peer_ports=() client_ports=() binary_ports=() initial=""
     TAKEN_PORTS=" "
     for ((i = 1; i <= MEMBERS; i++)); do
-        peer_ports+=("$(free_port)")
-        client_ports+=("$(free_port)")
-        binary_ports+=("$(free_port)")
+        free_port
+        peer_ports+=("$PORT")
+        free_port
+        client_ports+=("$PORT")
+        free_port
+        binary_ports+=("$PORT")
         initial+="${initial:+,}m$i=http://127.0.0.1:${peer_ports[i - 1]}"
     done
     CLIENT_EPS=()
