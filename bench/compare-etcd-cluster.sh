@@ -99,6 +99,7 @@ BINARY_EPS=()  # corekv: their binary-protocol addresses, same order
 TAKEN_PORTS=" " # ports handed out for the cluster being started
 PORT=
 CLUSTER_DIR=   # the running cluster's data dirs and logs
+CHILD=         # the corekv-bench or corekv-failover running, if any
 
 stop_cluster() {
     local pid
@@ -106,7 +107,7 @@ stop_cluster() {
         kill "$pid" 2> /dev/null || true
     done
     for pid in "${PIDS[@]}"; do
-        wait "$pid" 2> /dev/null || true
+        { wait "$pid"; } 2> /dev/null || true # no "Killed" line for the killed leader
     done
     PIDS=()
     if [[ -n $LOGS && -n $CLUSTER_DIR ]]; then
@@ -116,6 +117,10 @@ stop_cluster() {
     CLUSTER_DIR=
 }
 cleanup() {
+    if [[ -n $CHILD ]]; then
+        kill "$CHILD" 2> /dev/null || true
+        wait "$CHILD" 2> /dev/null || true
+    fi
     stop_cluster
     rm -rf "$WORK"
 }
@@ -241,6 +246,19 @@ wait_leader() {
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 TICKS_PER_SECOND=$(getconf CLK_TCK)
 
+# Runs a command in the background, stdout to $1 and stderr to $2, and waits for it:
+# bash runs a trap only once the foreground command ends, but interrupts a wait, so an
+# interrupt stops the run at once (cleanup kills CHILD). Returns the command's status.
+run_child() {
+    local out=$1 err=$2 status=0
+    shift 2
+    "$@" > "$out" 2> "$err" &
+    CHILD=$!
+    wait "$CHILD" || status=$?
+    CHILD=
+    return "$status"
+}
+
 # One field of a JSON line (numbers only).
 field() { sed -n "s/.*\"$2\":\([-0-9.e]*\).*/\1/p" <<< "$1"; }
 
@@ -261,13 +279,14 @@ throughput_run() {
     pids=$(IFS=,; echo "${PIDS[*]}")
     local leader_before line
     leader_before=$(cpu_ticks "${PIDS[leader]}")
-    if ! line=$("$BENCH" put "${protocol[@]}" \
+    if ! run_child "$WORK/bench.out" "$WORK/bench.err" "$BENCH" put "${protocol[@]}" \
         --clients "$CLIENTS" --connections "$CONNECTIONS" \
         --key-size "$KEY_SIZE" --value-size "$VALUE_SIZE" --duration "$DURATION" \
-        --server-pid "$pids" --json "${EXTRA[@]}" 2> "$WORK/bench.err"); then
-        echo "run $run $side: corekv-bench failed: $(cat "$WORK/bench.err") $line" >&2
+        --server-pid "$pids" --json "${EXTRA[@]}"; then
+        echo "run $run $side: corekv-bench failed: $(cat "$WORK/bench.err" "$WORK/bench.out")" >&2
         exit 1
     fi
+    line=$(cat "$WORK/bench.out")
     local leader_after
     leader_after=$(cpu_ticks "${PIDS[leader]}")
     stop_cluster
@@ -290,13 +309,15 @@ failover_trial() {
     local endpoints pids
     endpoints=$(IFS=,; echo "${CLIENT_EPS[*]}")
     pids=$(IFS=,; echo "${PIDS[*]}")
-    if ! line=$("$FAILOVER_BIN" --endpoints "$endpoints" --pids "$pids" \
+    if ! run_child "$WORK/failover.out" "$WORK/failover.err" "$FAILOVER_BIN" \
+        --endpoints "$endpoints" --pids "$pids" \
         --clients "$CLIENTS" --connections "$CONNECTIONS" --threads "$THREADS" \
         --key-size "$KEY_SIZE" --value-size "$VALUE_SIZE" --warmup "$WARMUP" \
-        --json "${EXTRA[@]}" 2> "$WORK/failover.err"); then
-        echo "trial $trial $kind: corekv-failover failed: $(cat "$WORK/failover.err") $line" >&2
+        --json "${EXTRA[@]}"; then
+        echo "trial $trial $kind: corekv-failover failed: $(cat "$WORK/failover.err" "$WORK/failover.out")" >&2
         exit 1
     fi
+    line=$(cat "$WORK/failover.out")
     stop_cluster
     echo "trial $trial $kind: $line"
     RESULTS[$kind,failover_ms]+="$(field "$line" failover_ms) "
