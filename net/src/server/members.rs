@@ -91,6 +91,18 @@ impl MemberTable {
     }
 }
 
+/// What `--initial-cluster` says of member `id` (its name and peer URLs), if it names it.
+pub fn initial_member_info(config: &ServerConfig, id: u64) -> Option<MemberInfo> {
+    initial_members(config)
+        .into_iter()
+        .find(|m| m.id == id)
+        .map(|m| MemberInfo {
+            name: m.name,
+            peer_urls: m.peer_urls,
+            ..MemberInfo::default()
+        })
+}
+
 /// The cluster's id from its members' ids.
 pub fn cluster_id(member_ids: &[u64]) -> u64 {
     let mut ids = member_ids.to_vec();

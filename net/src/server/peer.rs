@@ -132,6 +132,16 @@ impl PeerError {
     pub(crate) fn io(during: &'static str) -> impl FnOnce(std::io::Error) -> PeerError {
         move |source| PeerError::Io { during, source }
     }
+
+    /// The same for glommio's socket calls.
+    pub(crate) fn glommio(
+        during: &'static str,
+    ) -> impl FnOnce(glommio::GlommioError<()>) -> PeerError {
+        move |error| PeerError::Io {
+            during,
+            source: error.into(),
+        }
+    }
 }
 
 /// How the transport is set up. Member and cluster ids are etcd's (logged in hex).
@@ -485,29 +495,15 @@ pub const DIRECTORY_BYTES_MAX: usize = 1 << 20;
 /// Asks the member at `address` for the cluster's id and member directory (what a
 /// member joining a running cluster does before it knows its own id).
 pub async fn fetch_directory(address: SocketAddr) -> Result<(u64, Vec<u8>), PeerError> {
-    use futures_lite::{AsyncReadExt, AsyncWriteExt};
-    let glommio_io = |during: &'static str| {
-        move |error: glommio::GlommioError<()>| PeerError::Io {
-            during,
-            source: error.into(),
-        }
-    };
+    use futures_lite::AsyncReadExt;
     let mut stream = glommio::net::TcpStream::connect_timeout(address, CONNECT_TIMEOUT)
         .await
-        .map_err(glommio_io("connecting"))?;
+        .map_err(PeerError::glommio("connecting"))?;
     stream
         .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .map_err(glommio_io("setting a read timeout"))?;
-    stream
-        .write_all(&handshake::encode_hello(Lane::Members, 0, 0, 0))
-        .await
-        .map_err(PeerError::io("writing the handshake"))?;
-    let mut reply = [0u8; handshake::REPLY_BYTES];
-    stream
-        .read_exact(&mut reply)
-        .await
-        .map_err(PeerError::io("reading the handshake reply"))?;
-    let reply = handshake::decode_reply(&reply)?;
+        .map_err(PeerError::glommio("setting a read timeout"))?;
+    let hello = handshake::encode_hello(Lane::Members, 0, 0, 0);
+    let reply = outgoing::exchange_hello(&mut stream, &hello).await?;
     if reply.status != HandshakeStatus::Accepted {
         return Err(PeerError::Malformed(reply.status.describe()));
     }

@@ -50,7 +50,7 @@ use super::entry::{
     decode_proposal, decode_proposal_origin, decode_snapshot_payload, encode_proposal,
     encode_snapshot_payload, split_wal_entry, wal_entry_payload,
 };
-use super::members::{cluster_id, initial_members, member_id, MemberTable};
+use super::members::{cluster_id, initial_member_info, initial_members, member_id, MemberTable};
 use super::mesh::{ClientRequest, Reply, ToShard};
 use super::metrics::{request_kind, Metrics, ShardFigures, REQUEST_KINDS};
 use super::peer::PeerTransport;
@@ -344,23 +344,15 @@ impl Shard {
             if member_table.members.is_empty() {
                 // A snapshot from a build without the member table: its members are the
                 // ones --initial-cluster names.
-                let initial = initial_members(&config);
                 for (id, is_learner) in conf_state
                     .voters
                     .iter()
                     .map(|id| (id.0, false))
                     .chain(conf_state.learners.iter().map(|id| (id.0, true)))
                 {
-                    let known = initial.iter().find(|m| m.id == id);
-                    member_table.members.insert(
-                        id,
-                        super::members::MemberInfo {
-                            name: known.map(|m| m.name.clone()).unwrap_or_default(),
-                            peer_urls: known.map(|m| m.peer_urls.clone()).unwrap_or_default(),
-                            client_urls: Vec::new(),
-                            is_learner,
-                        },
-                    );
+                    let mut member = initial_member_info(&config, id).unwrap_or_default();
+                    member.is_learner = is_learner;
+                    member_table.members.insert(id, member);
                 }
             }
             store = Store::decode_snapshot(engine_bytes, store_config, 0).with_context(|| {
@@ -872,19 +864,8 @@ impl Shard {
                 }
             }
             Request::LeaseKeepAlive { id } => {
-                let id = *id;
-                // An unknown lease answers TTL 0, as etcd's keep-alive stream does.
-                let ttl_seconds = self.store.lease_renew(id, self.now_ms()).unwrap_or(0);
-                let header = self.header();
-                self.reply(
-                    client,
-                    Response::LeaseKeepAlive {
-                        header,
-                        id,
-                        ttl_seconds,
-                    },
-                    true,
-                );
+                let response = self.keep_alive(*id);
+                self.reply(client, response, true);
             }
             Request::LeaseTimeToLive { .. } | Request::LeaseLeases | Request::Status => {
                 self.serve_read(client, &request.request);
@@ -1467,15 +1448,8 @@ impl Shard {
                     Err(error) => engine_error(&error),
                 }
             }
-            Request::LeaseKeepAlive { id } => {
-                // Renews the deadline on the leader (followers track none).
-                let ttl_seconds = self.store.lease_renew(*id, self.now_ms()).unwrap_or(0);
-                Response::LeaseKeepAlive {
-                    header: self.header(),
-                    id: *id,
-                    ttl_seconds,
-                }
-            }
+            // Renews the deadline on the leader (followers track none).
+            Request::LeaseKeepAlive { id } => self.keep_alive(*id),
             Request::MemberChangeRefused {
                 origin,
                 proposal_id,
@@ -1489,6 +1463,17 @@ impl Shard {
                 code: 3,
                 message: format!("corekv: {other:?} is not a write and was not applied"),
             },
+        }
+    }
+
+    /// Renews lease `id` (a deadline only the leader tracks) and answers with its TTL; an
+    /// unknown lease answers TTL 0, as etcd's keep-alive stream does.
+    fn keep_alive(&mut self, id: LeaseId) -> Response {
+        let ttl_seconds = self.store.lease_renew(id, self.now_ms()).unwrap_or(0);
+        Response::LeaseKeepAlive {
+            header: self.header(),
+            id,
+            ttl_seconds,
         }
     }
 

@@ -93,18 +93,12 @@ async fn serve_connection(
     mut stream: TcpStream,
     from: &mut Option<u64>,
 ) -> Result<(), PeerError> {
-    let glommio_io = |during: &'static str| {
-        move |error: glommio::GlommioError<()>| PeerError::Io {
-            during,
-            source: error.into(),
-        }
-    };
     stream
         .set_nodelay(true)
-        .map_err(glommio_io("setting TCP_NODELAY"))?;
+        .map_err(PeerError::glommio("setting TCP_NODELAY"))?;
     stream
         .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .map_err(glommio_io("setting a read timeout"))?;
+        .map_err(PeerError::glommio("setting a read timeout"))?;
     let mut hello = [0u8; handshake::HELLO_BYTES];
     stream
         .read_exact(&mut hello)
@@ -138,7 +132,7 @@ async fn serve_connection(
     shared.register_incoming(connection, hello.from, lane);
     stream
         .set_read_timeout(None)
-        .map_err(glommio_io("clearing the read timeout"))?;
+        .map_err(PeerError::glommio("clearing the read timeout"))?;
     let mut stream = stream.buffered();
     let mut head = Vec::new();
     match lane {

@@ -318,36 +318,21 @@ async fn dial_one(
     lane: Lane,
     address: SocketAddr,
 ) -> Result<TcpStream, PeerError> {
-    let glommio_io = |during: &'static str| {
-        move |error: glommio::GlommioError<()>| PeerError::Io {
-            during,
-            source: error.into(),
-        }
-    };
     let mut stream = TcpStream::connect_timeout(address, CONNECT_TIMEOUT)
         .await
-        .map_err(glommio_io("connecting"))?;
+        .map_err(PeerError::glommio("connecting"))?;
     stream
         .set_nodelay(true)
-        .map_err(glommio_io("setting TCP_NODELAY"))?;
+        .map_err(PeerError::glommio("setting TCP_NODELAY"))?;
     stream
         .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .map_err(glommio_io("setting a read timeout"))?;
+        .map_err(PeerError::glommio("setting a read timeout"))?;
     stream
         .set_write_timeout(Some(WRITE_TIMEOUT))
-        .map_err(glommio_io("setting a write timeout"))?;
+        .map_err(PeerError::glommio("setting a write timeout"))?;
     set_user_timeout(&stream, WRITE_TIMEOUT).map_err(PeerError::io("setting TCP_USER_TIMEOUT"))?;
     let hello = handshake::encode_hello(lane, shared.cluster_id, shared.me, to);
-    stream
-        .write_all(&hello)
-        .await
-        .map_err(PeerError::io("writing the handshake"))?;
-    let mut reply = [0u8; handshake::REPLY_BYTES];
-    stream
-        .read_exact(&mut reply)
-        .await
-        .map_err(PeerError::io("reading the handshake reply"))?;
-    let reply = handshake::decode_reply(&reply)?;
+    let reply = exchange_hello(&mut stream, &hello).await?;
     if reply.status != HandshakeStatus::Accepted {
         return Err(PeerError::Refused {
             status: reply.status,
@@ -357,8 +342,25 @@ async fn dial_one(
     }
     stream
         .set_read_timeout(None)
-        .map_err(glommio_io("clearing the read timeout"))?;
+        .map_err(PeerError::glommio("clearing the read timeout"))?;
     Ok(stream)
+}
+
+/// Sends a dialer's hello and reads the acceptor's reply.
+pub(crate) async fn exchange_hello(
+    stream: &mut TcpStream,
+    hello: &[u8; handshake::HELLO_BYTES],
+) -> Result<handshake::Reply, PeerError> {
+    stream
+        .write_all(hello)
+        .await
+        .map_err(PeerError::io("writing the handshake"))?;
+    let mut reply = [0u8; handshake::REPLY_BYTES];
+    stream
+        .read_exact(&mut reply)
+        .await
+        .map_err(PeerError::io("reading the handshake reply"))?;
+    handshake::decode_reply(&reply)
 }
 
 /// Makes the kernel abort the connection when sent data stays unacknowledged for

@@ -31,7 +31,7 @@ use crate::server::config::parse_addresses;
 use crate::server::entry::{
     decode_conf_context, decode_member_table, encode_conf_context, encode_member_table, ConfContext,
 };
-use crate::server::members::{added_member_id, MemberInfo};
+use crate::server::members::{added_member_id, initial_member_info, MemberInfo};
 use crate::server::peer::fetch_directory;
 
 /// gRPC's "invalid argument".
@@ -237,16 +237,7 @@ impl Shard {
                         let mut member = context
                             .as_ref()
                             .map(|c| c.member.clone())
-                            .or_else(|| {
-                                initial_members(&self.config)
-                                    .into_iter()
-                                    .find(|m| m.id == id)
-                                    .map(|m| MemberInfo {
-                                        name: m.name,
-                                        peer_urls: m.peer_urls,
-                                        ..MemberInfo::default()
-                                    })
-                            })
+                            .or_else(|| initial_member_info(&self.config, id))
                             .unwrap_or_default();
                         member.is_learner = learner;
                         self.member_table.members.insert(id, member);
