@@ -1,14 +1,21 @@
 //! The etcd gRPC mode (`--protocol etcd-grpc`): the same workloads, keys, counters,
 //! start line and report as the binary protocol's, sent over etcd's v3 gRPC API with
-//! the tonic clients generated in `corekv_net::gateway::pb`, so that one tool puts the
+//! the messages generated in `corekv_net::gateway::pb`, so that one tool puts the
 //! same load on corekv's client URLs and on real etcd.
 //!
-//! Layout of a run: one tokio runtime with `--threads` worker threads. It opens
-//! `--connections` gRPC channels (one HTTP/2 connection each, connection `c` to
-//! endpoint `c % endpoints`), as etcd's own benchmark tool does; client `i` uses
-//! channel `i % connections` and runs `--pipeline` tasks, each with one request in
-//! flight. Prefill and watch creation happen before the start line; CPU time is
-//! sampled at the start line and when the last task has ended.
+//! Layout of a run: `--threads` single-threaded tokio runtimes ("lanes"), each on a
+//! thread of its own. It opens `--connections` HTTP/2 connections (connection `c` to
+//! endpoint `c % endpoints`, on lane `c % threads`), as etcd's own benchmark tool
+//! does; client `i` uses connection `i % connections` and runs `--pipeline` tasks on
+//! that connection's lane, each with one request in flight. A connection and its
+//! clients share a thread, so the requests its clients send while the connection task
+//! waits its turn leave in one write, as a Go client's queued frames do (a
+//! work-stealing runtime runs the connection task right after each request instead). The measured calls (put,
+//! range, txn) go through [`super::unary`], which writes a call's frames together as
+//! etcd's Go clients do; the watch workload's streams use tonic's generated client
+//! over `--connections` channels of their own. Prefill and watch creation happen
+//! before the start line; CPU time is sampled at the start line and when the last task
+//! has ended.
 //!
 //! Invariants: as in the binary mode, latencies are recorded only for successful
 //! operations and failures are counted; a transport failure (the connection is gone)
@@ -24,9 +31,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use corekv_net::gateway::pb::etcdserverpb::{
-    compare, kv_client::KvClient, request_op, watch_client::WatchClient, watch_request, Compare,
-    PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest,
-    WatchResponse,
+    compare, request_op, watch_client::WatchClient, watch_request, Compare, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse,
+    WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status, Streaming};
@@ -35,6 +42,7 @@ use super::config::{Config, Stop, Workload};
 use super::cpu;
 use super::keys::{self, Rng};
 use super::report::{self, Report};
+use super::unary::UnaryConnection;
 use super::worker::{self, CoreResult, Shared, Stats, WATCH_DRAIN_TIMEOUT, WATCH_POLL_INTERVAL};
 
 /// How long opening one connection (TCP and the HTTP/2 handshake) may take.
@@ -49,24 +57,77 @@ pub fn run(config: Config) -> Result<Report, String> {
     // Unreadable server pids are a usage error: find out before connecting.
     cpu::sample(&config.server_pids)?;
     worker::init_epoch();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.threads)
-        .thread_name("bench-grpc")
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|error| format!("cannot start the tokio runtime: {error}"))?;
+    let lanes = Lanes::start(config.threads)?;
     let config = Arc::new(config);
-    let outcome = runtime.block_on(drive(config.clone()));
+    let outcome = runtime.block_on(drive(config.clone(), &lanes));
+    lanes.stop();
     runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
     let (results, elapsed, cpu) = outcome?;
     let config = Arc::try_unwrap(config).unwrap_or_else(|shared| (*shared).clone());
     super::merge(config, results, elapsed, cpu)
 }
 
+/// Single-threaded runtimes, each on a thread of its own, that run the connections
+/// and the tasks that use them (see the module doc).
+struct Lanes {
+    handles: Vec<tokio::runtime::Handle>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Lanes {
+    fn start(count: usize) -> Result<Lanes, String> {
+        let mut lanes = Lanes {
+            handles: Vec::new(),
+            stops: Vec::new(),
+            threads: Vec::new(),
+        };
+        for lane in 0..count.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| format!("cannot start a tokio runtime: {error}"))?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            lanes.handles.push(runtime.handle().clone());
+            lanes.stops.push(stop);
+            let thread = std::thread::Builder::new()
+                .name(format!("bench-grpc-{lane}"))
+                .spawn(move || {
+                    runtime.block_on(async {
+                        let _ = stopped.await;
+                    });
+                    runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
+                })
+                .map_err(|error| format!("cannot start a client thread: {error}"))?;
+            lanes.threads.push(thread);
+        }
+        Ok(lanes)
+    }
+
+    /// The lane of connection `connection`.
+    fn of(&self, connection: usize) -> &tokio::runtime::Handle {
+        &self.handles[connection % self.handles.len()]
+    }
+
+    fn stop(self) {
+        drop(self.stops);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Connects, prefills, creates the watchers, runs the measured phase and collects
 /// every client's and watcher's results.
-async fn drive(config: Arc<Config>) -> Result<(Vec<CoreResult>, Duration, cpu::Usage), String> {
-    let channels = connect_all(&config).await?;
+async fn drive(
+    config: Arc<Config>,
+    lanes: &Lanes,
+) -> Result<(Vec<CoreResult>, Duration, cpu::Usage), String> {
+    let connections = connect_all(&config, lanes, UnaryConnection::connect).await?;
     let shared = Arc::new(Shared::default());
     let mut results = Vec::new();
 
@@ -76,7 +137,7 @@ async fn drive(config: Arc<Config>) -> Result<(Vec<CoreResult>, Duration, cpu::U
             Workload::Get | Workload::Mixed | Workload::Txn
         )
     {
-        results.push(prefill(&config, &channels).await?);
+        results.push(prefill(&config, lanes, &connections).await?);
     }
 
     // Watchers are created (and confirmed) before the start line so that every put
@@ -84,6 +145,7 @@ async fn drive(config: Arc<Config>) -> Result<(Vec<CoreResult>, Duration, cpu::U
     let mut watches = Vec::new();
     let mut watch_setup = Stats::new();
     if config.workload == Workload::Watch {
+        let channels = connect_all(&config, lanes, connect).await?;
         for watcher in 0..config.watchers {
             let channel = channels[watcher % channels.len()].clone();
             match create_watch(channel).await {
@@ -108,11 +170,12 @@ async fn drive(config: Arc<Config>) -> Result<(Vec<CoreResult>, Duration, cpu::U
     let mut client_stats = Vec::new();
     let mut tasks = Vec::new();
     for client in 0..config.clients {
-        let kv = KvClient::new(channels[client % channels.len()].clone());
+        let connection = client % connections.len();
+        let kv = connections[connection].clone();
         let stats = Arc::new(Mutex::new(Stats::new()));
         for slot in 0..config.pipeline {
             let worker = client * config.pipeline + slot;
-            tasks.push(tokio::spawn(worker_loop(
+            tasks.push(lanes.of(connection).spawn(worker_loop(
                 config.clone(),
                 kv.clone(),
                 shared.clone(),
@@ -127,7 +190,8 @@ async fn drive(config: Arc<Config>) -> Result<(Vec<CoreResult>, Duration, cpu::U
     }
     let watch_tasks: Vec<_> = watches
         .into_iter()
-        .map(|watch| tokio::spawn(watch_loop(watch, shared.clone())))
+        .enumerate()
+        .map(|(watcher, watch)| lanes.of(watcher).spawn(watch_loop(watch, shared.clone())))
         .collect();
 
     let mut failures = Vec::new();
@@ -162,13 +226,24 @@ async fn drive(config: Arc<Config>) -> Result<(Vec<CoreResult>, Duration, cpu::U
     Ok((results, elapsed, cpu))
 }
 
-/// Opens every connection at once; the first that fails fails the run.
-async fn connect_all(config: &Config) -> Result<Vec<Channel>, String> {
+/// Opens every connection at once with `connect`; the first that fails fails the run.
+async fn connect_all<T, F, Fut>(
+    config: &Config,
+    lanes: &Lanes,
+    connect: F,
+) -> Result<Vec<T>, String>
+where
+    T: Send + 'static,
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>> + Send + 'static,
+{
     let mut pending = Vec::new();
     for connection in 0..config.connections {
         let endpoint = config.endpoints[connection % config.endpoints.len()].clone();
-        pending.push(tokio::spawn(async move {
-            connect(&endpoint)
+        let connecting = connect(endpoint.clone());
+        // The connection's own task starts on the lane that runs this.
+        pending.push(lanes.of(connection).spawn(async move {
+            connecting
                 .await
                 .map_err(|error| format!("cannot connect to {endpoint}: {error}"))
         }));
@@ -185,7 +260,7 @@ async fn connect_all(config: &Config) -> Result<Vec<Channel>, String> {
 
 /// One gRPC channel over one HTTP/2 connection to `endpoint` (`host:port`, plain
 /// text, as etcd's clients speak to `http://` client URLs).
-async fn connect(endpoint: &str) -> Result<Channel, String> {
+async fn connect(endpoint: String) -> Result<Channel, String> {
     Endpoint::from_shared(format!("http://{endpoint}"))
         .map_err(|error| error_chain(&error))?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -248,28 +323,28 @@ impl From<Status> for CallError {
 
 /// Writes the key space once, every worker slot (at least one per connection) in
 /// flight at once; its failures are counted like the run's.
-async fn prefill(config: &Arc<Config>, channels: &[Channel]) -> Result<CoreResult, String> {
+async fn prefill(
+    config: &Arc<Config>,
+    lanes: &Lanes,
+    connections: &[UnaryConnection],
+) -> Result<CoreResult, String> {
     let next = Arc::new(AtomicU64::new(0));
     let stats = Arc::new(Mutex::new(Stats::new()));
-    let slots = (config.clients * config.pipeline).max(channels.len());
+    let slots = (config.clients * config.pipeline).max(connections.len());
     let mut tasks = Vec::new();
     for slot in 0..slots {
-        let mut kv = KvClient::new(channels[slot % channels.len()].clone());
+        let connection = slot % connections.len();
+        let kv = connections[connection].clone();
         let (next, stats, config) = (next.clone(), stats.clone(), config.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(lanes.of(connection).spawn(async move {
             let value = keys::value(config.value_size);
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 if index >= config.key_space {
                     return;
                 }
-                let request = PutRequest {
-                    key: keys::key(index, config.key_size),
-                    value: value.clone(),
-                    ..PutRequest::default()
-                };
-                if let Err(status) = kv.put(request).await {
-                    let error = CallError::from(status);
+                if let Err(error) = put(&kv, keys::key(index, config.key_size), value.clone()).await
+                {
                     lock(&stats).error(&error);
                     if error.is_transport() {
                         return;
@@ -298,7 +373,7 @@ fn lock(stats: &Mutex<Stats>) -> std::sync::MutexGuard<'_, Stats> {
 #[allow(clippy::too_many_arguments)]
 async fn worker_loop(
     config: Arc<Config>,
-    mut kv: KvClient<Channel>,
+    kv: UnaryConnection,
     shared: Arc<Shared>,
     stats: Arc<Mutex<Stats>>,
     mut rng: Rng,
@@ -335,21 +410,21 @@ async fn worker_loop(
         };
         let key = keys::key(index, config.key_size);
         let result = match config.workload {
-            Workload::Put => put(&mut kv, key, value.clone()).await,
-            Workload::Get => get(&mut kv, key, config.serializable).await,
+            Workload::Put => put(&kv, key, value.clone()).await,
+            Workload::Get => get(&kv, key, config.serializable).await,
             Workload::Mixed => {
                 if rng.unit() < config.read_ratio {
-                    get(&mut kv, key, config.serializable).await
+                    get(&kv, key, config.serializable).await
                 } else {
-                    put(&mut kv, key, value.clone()).await
+                    put(&kv, key, value.clone()).await
                 }
             }
-            Workload::Txn => txn(&mut kv, key, value.clone()).await,
+            Workload::Txn => txn(&kv, key, value.clone()).await,
             Workload::Watch => {
                 let mut stamped = value.clone();
                 let sent = worker::epoch().elapsed().as_nanos() as u64;
                 stamped[..8].copy_from_slice(&sent.to_le_bytes());
-                put(&mut kv, key, stamped).await
+                put(&kv, key, stamped).await
             }
         };
         let micros = began.elapsed().as_micros() as u64;
@@ -377,36 +452,32 @@ async fn worker_loop(
     shared.workers_finished(1, workers_total);
 }
 
-async fn put(kv: &mut KvClient<Channel>, key: Vec<u8>, value: Vec<u8>) -> Result<(), CallError> {
-    kv.put(PutRequest {
+async fn put(kv: &UnaryConnection, key: Vec<u8>, value: Vec<u8>) -> Result<(), CallError> {
+    let request = PutRequest {
         key,
         value,
         ..PutRequest::default()
-    })
-    .await
-    .map(drop)
-    .map_err(CallError::from)
+    };
+    kv.call::<_, PutResponse>("/etcdserverpb.KV/Put", &request)
+        .await
+        .map(drop)
 }
 
-async fn get(
-    kv: &mut KvClient<Channel>,
-    key: Vec<u8>,
-    serializable: bool,
-) -> Result<(), CallError> {
-    kv.range(RangeRequest {
+async fn get(kv: &UnaryConnection, key: Vec<u8>, serializable: bool) -> Result<(), CallError> {
+    let request = RangeRequest {
         key,
         serializable,
         ..RangeRequest::default()
-    })
-    .await
-    .map(drop)
-    .map_err(CallError::from)
+    };
+    kv.call::<_, RangeResponse>("/etcdserverpb.KV/Range", &request)
+        .await
+        .map(drop)
 }
 
 /// The binary mode's transaction in etcd's messages: if the key's mod revision is
 /// above 0 (it exists), put; else read it.
-async fn txn(kv: &mut KvClient<Channel>, key: Vec<u8>, value: Vec<u8>) -> Result<(), CallError> {
-    kv.txn(TxnRequest {
+async fn txn(kv: &UnaryConnection, key: Vec<u8>, value: Vec<u8>) -> Result<(), CallError> {
+    let request = TxnRequest {
         compare: vec![Compare {
             result: compare::CompareResult::Greater as i32,
             target: compare::CompareTarget::Mod as i32,
@@ -427,10 +498,10 @@ async fn txn(kv: &mut KvClient<Channel>, key: Vec<u8>, value: Vec<u8>) -> Result
                 ..RangeRequest::default()
             })),
         }],
-    })
-    .await
-    .map(drop)
-    .map_err(CallError::from)
+    };
+    kv.call::<_, TxnResponse>("/etcdserverpb.KV/Txn", &request)
+        .await
+        .map(drop)
 }
 
 /// Opens a watch stream on the load's whole key range and waits for the server to

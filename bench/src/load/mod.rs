@@ -26,6 +26,7 @@ pub mod cpu;
 pub mod grpc;
 pub mod keys;
 pub mod report;
+pub mod unary;
 pub mod worker;
 
 #[cfg(test)]

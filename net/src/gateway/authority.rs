@@ -48,7 +48,6 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use axum::serve::Listener;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use hpack::HpackError;
@@ -72,7 +71,7 @@ pub const HEADER_BLOCK_BYTES_MAX: usize = 64 * 1024;
 /// list larger than its block.
 pub const HEADER_LIST_BYTES_MAX: usize = 2 * HEADER_BLOCK_BYTES_MAX;
 /// The HPACK table size the server allows the client (SETTINGS_HEADER_TABLE_SIZE):
-/// h2's default, which `axum::serve` does not change.
+/// h2's default, which the client listeners do not change.
 const HEADER_TABLE_BYTES_MAX: usize = 4096;
 
 const FRAME_HEADERS: u8 = 0x1;
@@ -82,33 +81,6 @@ const FLAG_END_STREAM: u8 = 0x1;
 const FLAG_END_HEADERS: u8 = 0x4;
 const FLAG_PADDED: u8 = 0x8;
 const FLAG_PRIORITY: u8 = 0x20;
-
-/// An [`axum::serve`] listener whose connections go through [`FixAuthority`].
-#[derive(Debug)]
-pub struct FixAuthorityListener<L> {
-    inner: L,
-}
-
-impl<L> FixAuthorityListener<L> {
-    /// Wraps every connection `inner` accepts.
-    pub fn new(inner: L) -> FixAuthorityListener<L> {
-        FixAuthorityListener { inner }
-    }
-}
-
-impl<L: Listener> Listener for FixAuthorityListener<L> {
-    type Io = FixAuthority<L::Io>;
-    type Addr = L::Addr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, address) = self.inner.accept().await;
-        (FixAuthority::new(io), address)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
 
 /// A client connection whose HTTP/2 `:authority` is fixed on the way in (see the
 /// module doc). Writes go straight to the inner stream.

@@ -1,7 +1,15 @@
 //! Serving the client URLs: gRPC (HTTP/2 without TLS, as etcd's clients speak it) and
-//! HTTP/1.1 (the JSON gateway, `/health`, `/version`, `/metrics`) on the same port, on
-//! a small tokio runtime of its own. Requests reach the shard through the bridge.
+//! HTTP/1.1 (the JSON gateway, `/health`, `/version`, `/metrics`) on the same port.
+//!
+//! Every glommio core accepts on the client listeners and runs hyper on the connections
+//! it accepts ([`serve_on_core`]): a unary call is decoded, handed to the shard and
+//! answered on one thread, and the replies of one shard round reach the connection
+//! task together, so HTTP/2 writes them with one socket write. Requests reach the shard
+//! through the core's bridge. A small tokio runtime ([`start`]) runs what outlives a
+//! call (watch and keep-alive streams, lock sessions), the timers, and the
+//! metrics-only listeners.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +22,7 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
 
-use super::authority::FixAuthorityListener;
+use super::authority::FixAuthority;
 use super::pb::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
@@ -31,51 +39,87 @@ pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// How long /health waits for its read.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Starts the gateway's runtime on its own threads, serving `clients` (gRPC and HTTP)
-/// and `metrics_only` (/health, /version, /metrics). The listeners are already bound,
-/// so any address problem was reported at start-up.
-pub fn start(
-    gateway: Gateway,
-    threads: usize,
-    clients: Vec<std::net::TcpListener>,
-    metrics_only: Vec<std::net::TcpListener>,
-) -> Result<std::thread::JoinHandle<()>> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// Starts the gateway's tokio runtime on `threads` threads of its own. It serves
+/// nothing yet: [`serve_metrics`] adds the metrics-only listeners, and the cores enter
+/// it (see [`serve_on_core`]) so that the calls they serve can spawn streams and set
+/// timers on it.
+pub fn start_runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .thread_name("corekv-gateway")
         .enable_all()
         .build()
-        .context("cannot start the gateway's runtime")?;
-    let full = router(gateway.clone());
-    let small = http_endpoints(gateway);
-    std::thread::Builder::new()
-        .name("corekv-gateway-main".to_string())
-        .spawn(move || {
-            runtime.block_on(async move {
-                let mut tasks = Vec::new();
-                for (listeners, app) in [(clients, full), (metrics_only, small)] {
-                    for listener in listeners {
-                        let app = app.clone();
-                        tasks.push(tokio::spawn(async move {
-                            let _ = listener.set_nonblocking(true);
-                            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                                return;
-                            };
-                            let listener = FixAuthorityListener::new(listener.tap_io(|tcp| {
-                                let _ = tcp.set_nodelay(true);
-                            }));
-                            if let Err(error) = axum::serve(listener, app).await {
-                                eprintln!("corekv: client listener failed: {error}");
-                            }
-                        }));
-                    }
-                }
-                for task in tasks {
-                    let _ = task.await;
-                }
+        .context("cannot start the gateway's runtime")
+}
+
+/// Serves `metrics_only` (/health, /version, /metrics) on the gateway's runtime. The
+/// listeners are already bound, so any address problem was reported at start-up.
+pub fn serve_metrics(
+    runtime: &tokio::runtime::Handle,
+    gateway: Gateway,
+    metrics_only: Vec<std::net::TcpListener>,
+) {
+    let app = http_endpoints(gateway);
+    for listener in metrics_only {
+        let app = app.clone();
+        runtime.spawn(async move {
+            let _ = listener.set_nonblocking(true);
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
             });
-        })
-        .context("cannot start the gateway thread")
+            if let Err(error) = axum::serve(listener, app).await {
+                eprintln!("corekv: metrics listener failed: {error}");
+            }
+        });
+    }
+}
+
+/// Runs hyper's per-stream tasks on the core that serves the connection.
+#[derive(Clone, Copy, Debug)]
+struct CoreExecutor;
+
+impl<F> hyper::rt::Executor<F> for CoreExecutor
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    fn execute(&self, future: F) {
+        glommio::spawn_local(future).detach();
+    }
+}
+
+/// Accepts client connections on `listener` (a descriptor every core shares: the
+/// kernel hands each connection to one core) and serves `app` on each, gRPC or HTTP/1.1
+/// as the client speaks, on this core. Runs on a glommio executor that has entered the
+/// gateway's tokio runtime.
+pub async fn serve_on_core(app: Router, listener: glommio::net::TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(serve_connection(app.clone(), stream)).detach();
+            }
+            Err(error) => {
+                eprintln!("corekv: accepting a client connection failed: {error}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(app: Router, stream: glommio::net::TcpStream) {
+    use tokio_util::compat::FuturesAsyncReadCompatExt;
+    let _ = stream.set_nodelay(true);
+    let io = hyper_util::rt::TokioIo::new(FixAuthority::new(stream.compat()));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(CoreExecutor);
+    // grpc-go servers (etcd) do not limit a connection's streams; hyper's default of
+    // 200 would hold the 201st watch of one client back until another ends.
+    builder.http2().max_concurrent_streams(u32::MAX);
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    // A client that goes away or speaks nonsense ends only its own connection.
+    let _ = builder.serve_connection(io, service).await;
 }
 
 /// Every route of the client URLs: gRPC services, the JSON gateway, the HTTP endpoints.

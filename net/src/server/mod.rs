@@ -42,7 +42,11 @@ use self::connection::{accept_loop, Core};
 use self::mesh::{Reply, ToShard};
 use self::metrics::Metrics;
 use self::shard::{event_queue, forward, Event, Shard};
+use crate::gateway::serve::serve_on_core;
 use crate::gateway::service::Gateway;
+
+/// What a core serves the client URLs with: the routes and its copies of the listeners.
+type ClientListeners = (axum::Router, Vec<std::net::TcpListener>);
 
 /// corekv's version, and the etcd API version it speaks.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (etcd API 3.4)");
@@ -165,28 +169,33 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
     let mut to_shard_senders = to_shard_senders.into_iter();
     let mut from_shard_receivers = from_shard_receivers.into_iter();
     let mut shard_parts = Some((to_shard_receivers, from_shard_senders, ready_tx));
-    // The gateway's requests enter through the last core: on a machine of two or more
-    // cores that is not the shard's, which has the most work.
-    let (gateway_handle, gateway_receiver) = ShardHandle::new();
+    // Every core serves the client URLs too: the gateway's calls enter the shard
+    // through their core's bridge. The gateway's tokio runtime runs streams and timers;
+    // the cores enter it so the calls they serve can use it.
+    let gateway_runtime = crate::gateway::serve::start_runtime(cores)?;
     let metrics = Arc::new(Metrics::default());
-    let mut gateway_receiver = Some(gateway_receiver);
+    let mut gateway_handles = Vec::new();
+    let mut client_senders = Vec::new();
     let mut core_threads = Vec::new();
     for core in 0..cores {
+        let (gateway_handle, bridge) = ShardHandle::new();
+        gateway_handles.push(gateway_handle);
+        let (client_sender, client_receiver) = tokio::sync::oneshot::channel::<ClientListeners>();
+        client_senders.push(client_sender);
+        let tokio_handle = gateway_runtime.handle().clone();
         let to_shard = to_shard_senders.next().expect("one channel per core");
         let from_shard = from_shard_receivers.next().expect("one channel per core");
         let core_config = config.clone();
         let bound = bound_tx.clone();
         let shard = shard_parts.take();
         let shard_metrics = metrics.clone();
-        let bridge = if core + 1 == cores {
-            gateway_receiver.take()
-        } else {
-            None
-        };
         let handle = LocalExecutorBuilder::new(placement(core))
             .name(&format!("corekv-core-{core}"))
             .io_memory(IO_MEMORY_BYTES)
             .spawn(move || async move {
+                // Held for the executor's life: tokio's spawn and timers work on this
+                // thread (on the gateway's runtime).
+                let _tokio = tokio_handle.enter();
                 let config = Rc::new((*core_config).clone());
                 let shard_task = match shard {
                     Some((to_shard_receivers, from_shard_senders, ready)) => match start_shard(
@@ -225,9 +234,21 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
                     to_shard.connect().await,
                     from_shard.connect().await,
                 );
-                if let Some(receiver) = bridge {
-                    glommio::spawn_local(run_bridge(core.clone(), receiver)).detach();
-                }
+                glommio::spawn_local(run_bridge(core.clone(), bridge)).detach();
+                glommio::spawn_local(async move {
+                    // The client URLs open later, once there is a leader.
+                    let Ok((app, listeners)) = client_receiver.await else {
+                        return;
+                    };
+                    for listener in listeners {
+                        use std::os::fd::{FromRawFd, IntoRawFd};
+                        // SAFETY: the descriptor is a bound, listening socket this
+                        // core owns from here on (a duplicate of the main thread's).
+                        let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
+                        glommio::spawn_local(serve_on_core(app.clone(), listener)).detach();
+                    }
+                })
+                .detach();
                 let mut accepting = Vec::new();
                 for listener in listeners {
                     accepting.push(glommio::spawn_local(accept_loop(core.clone(), listener)));
@@ -282,9 +303,24 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
     };
     let client_listeners = bind(&config.client_addresses)?;
     let metrics_listeners = bind(&config.metrics_addresses)?;
-    let gateway = Gateway::new(gateway_handle, config.clone(), metrics);
-    let _gateway_thread =
-        crate::gateway::serve::start(gateway, cores, client_listeners, metrics_listeners)?;
+    for (handle, sender) in gateway_handles.iter().zip(client_senders) {
+        let gateway = Gateway::new(handle.clone(), config.clone(), metrics.clone());
+        let listeners = client_listeners
+            .iter()
+            .map(|listener| {
+                let listener = listener
+                    .try_clone()
+                    .context("cannot share a client listener with the cores")?;
+                listener.set_nonblocking(true)?;
+                Ok(listener)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // A core that already stopped has nothing to serve.
+        let _ = sender.send((crate::gateway::serve::router(gateway), listeners));
+    }
+    drop(client_listeners);
+    let gateway = Gateway::new(gateway_handles[0].clone(), config.clone(), metrics);
+    crate::gateway::serve::serve_metrics(gateway_runtime.handle(), gateway, metrics_listeners);
     let list = |addresses: &[std::net::SocketAddr]| -> String {
         addresses
             .iter()
@@ -308,6 +344,9 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
         .map_err(|error| anyhow!("core 0 executor failed: {error}"))?;
     // Give the cores a moment to write the last replies to their sockets.
     std::thread::sleep(Duration::from_millis(100));
+    // The other cores still run calls that may set tokio timers until the process
+    // exits, which a runtime shut down here would turn into panics.
+    std::mem::forget(gateway_runtime);
     Ok(())
 }
 
