@@ -567,3 +567,31 @@ fn closing_the_send_side_keeps_events_flowing() {
         );
     });
 }
+
+#[test]
+fn hundreds_of_watch_streams_share_one_connection() {
+    // Every watch stream is an HTTP/2 stream of the client's one connection. etcd (grpc-go)
+    // does not limit a connection's concurrent streams, so all of them start and all get
+    // the event; a server that allowed 200 would hold the later ones back.
+    const STREAMS: usize = 250;
+    scenario("grpc_watch_streams", &[], |server| async move {
+        let api = server.connect().await;
+        let mut streams = Vec::new();
+        for _ in 0..STREAMS {
+            let mut watch = api.watch();
+            let created =
+                tokio::time::timeout(Duration::from_secs(10), watch.created(create("k", "")))
+                    .await
+                    .unwrap_or_else(|_| panic!("watch stream {} never started", streams.len()));
+            assert_eq!(created.watch_id, 0, "each stream numbers its own watches");
+            streams.push(watch);
+        }
+        api.put("k", "v").await;
+        for watch in &mut streams {
+            assert_eq!(
+                events_of(watch, 0, 1).await,
+                ["PUT k=v create=2 mod=2 version=1"]
+            );
+        }
+    });
+}

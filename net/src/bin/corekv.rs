@@ -8,6 +8,11 @@
 use corekv_net::server::config::{usage, version_text, Command, Parsed, Rejected};
 use corekv_net::server::run;
 
+/// mimalloc: per-thread free lists suit the server's cores, which allocate for every
+/// call and often free on another core (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let Parsed { command, warnings } = match Command::parse(std::env::args().skip(1)) {
         Ok(parsed) => parsed,

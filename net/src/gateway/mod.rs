@@ -9,14 +9,14 @@
 //! * [`service`]: KV, Lease, Cluster, Maintenance and Auth; [`watch`]: the Watch
 //!   stream; [`lock`]: Lock and Election, built from KV, lease and watch requests.
 //! * [`convert`]: etcd's messages to and from the shard's requests and responses.
-//! * [`serve`]: the runtime, gRPC and HTTP on one port, `/health`, `/version`,
-//!   `/metrics`.
+//! * [`serve`]: gRPC and HTTP on one port, served by hyper on the glommio cores;
+//!   `/health`, `/version`, `/metrics`; the tokio runtime streams and timers use.
 //! * [`authority`]: below hyper, rewrites the `scheme://host:port` HTTP/2 authority
 //!   that etcd 3.4 clients send (and h2 rejects) to `host:port`.
 //!
 //! Every request crosses to the shard through `server::bridge`, the same path (edge
-//! checks, batching) as the binary protocol's; the gateway's own cost is the gRPC and
-//! JSON codec plus one cross-thread hop each way.
+//! checks, batching) as the binary protocol's; the gateway's own cost is HTTP/2 and the
+//! gRPC and JSON codecs, on the core that accepted the connection.
 
 pub mod authority;
 pub mod convert;

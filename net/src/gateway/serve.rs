@@ -5,8 +5,8 @@
 //! it accepts ([`serve_on_core`]): a unary call is decoded, handed to the shard and
 //! answered on one thread, and the replies of one shard round reach the connection
 //! task together, so HTTP/2 writes them with one socket write. Requests reach the shard
-//! through the core's bridge. A small tokio runtime ([`start`]) runs what outlives a
-//! call (watch and keep-alive streams, lock sessions), the timers, and the
+//! through the core's bridge. A small tokio runtime ([`start_runtime`]) runs what
+//! outlives a call (watch and keep-alive streams, lock sessions), the timers, and the
 //! metrics-only listeners.
 
 use std::future::Future;

@@ -1,8 +1,9 @@
-//! The bridge between the gateway's threads (tonic and the HTTP endpoints on a small
-//! tokio runtime) and a connection core: gateway requests enter the core exactly like a
-//! socket connection's, through the same edge checks and the same batches to the shard,
-//! and replies come back over channels that work across runtimes (tokio's oneshot and
-//! mpsc wake any waker, so the glommio side needs no tokio runtime).
+//! The bridge between the gateway (tonic and the HTTP endpoints, served on the cores;
+//! streams on a small tokio runtime) and a connection core: each core has one, and
+//! gateway requests enter the core exactly like a socket connection's, through the
+//! same edge checks and the same batches to the shard. Replies come back over channels
+//! that work on either side (tokio's oneshot and mpsc wake any waker, so a call served
+//! on the core and a stream on a tokio thread use the same path).
 //!
 //! A gateway *session* plays the part of a connection: the shard keys watches and
 //! progress requests by it, and closing it cancels its watches. Unary calls share one
