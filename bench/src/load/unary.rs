@@ -41,7 +41,7 @@ const RESPONSE_BYTES_MAX: usize = 16 << 20;
 #[derive(Clone, Debug)]
 pub struct UnaryConnection {
     send: h2::client::SendRequest<Bytes>,
-    authority: String,
+    authority: http::uri::Authority,
 }
 
 impl UnaryConnection {
@@ -53,6 +53,9 @@ impl UnaryConnection {
             .map_err(|_| format!("no connection within {CONNECT_TIMEOUT:?}"))?
             .map_err(|error| error.to_string())?;
         tcp.set_nodelay(true).map_err(|error| error.to_string())?;
+        let authority: http::uri::Authority = endpoint
+            .parse()
+            .map_err(|error| format!("not a host:port: {error}"))?;
         let tcp = Unvectored(tcp);
         let (send, connection) = tokio::time::timeout(CONNECT_TIMEOUT, h2::client::handshake(tcp))
             .await
@@ -60,10 +63,7 @@ impl UnaryConnection {
             .map_err(|error| error.to_string())?;
         // The task ends when the connection does; calls then fail with its error.
         tokio::spawn(connection);
-        Ok(UnaryConnection {
-            send,
-            authority: endpoint,
-        })
+        Ok(UnaryConnection { send, authority })
     }
 
     /// Calls `path` (`/etcdserverpb.KV/Put`) with `request` and decodes the answer.
@@ -74,9 +74,12 @@ impl UnaryConnection {
         path: &str,
         request: &Q,
     ) -> Result<A, CallError> {
-        let uri: Uri = format!("http://{}{path}", self.authority)
-            .parse()
-            .map_err(|error: http::uri::InvalidUri| transport(error.to_string()))?;
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|error| transport(error.to_string()))?;
         let head = Request::builder()
             .method(Method::POST)
             .uri(uri)
@@ -84,9 +87,10 @@ impl UnaryConnection {
             .header("te", "trailers")
             .body(())
             .map_err(|error| transport(error.to_string()))?;
-        let mut body = BytesMut::with_capacity(PREFIX_BYTES + request.encoded_len());
+        let length = request.encoded_len();
+        let mut body = BytesMut::with_capacity(PREFIX_BYTES + length);
         body.put_u8(0);
-        body.put_u32(request.encoded_len() as u32);
+        body.put_u32(length as u32);
         request
             .encode(&mut body)
             .map_err(|error| transport(error.to_string()))?;

@@ -53,7 +53,8 @@ pub fn start_runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
 }
 
 /// Serves `metrics_only` (/health, /version, /metrics) on the gateway's runtime. The
-/// listeners are already bound, so any address problem was reported at start-up.
+/// listeners are already bound (and non-blocking), so any address problem was
+/// reported at start-up.
 pub fn serve_metrics(
     runtime: &tokio::runtime::Handle,
     gateway: Gateway,
@@ -63,7 +64,6 @@ pub fn serve_metrics(
     for listener in metrics_only {
         let app = app.clone();
         runtime.spawn(async move {
-            let _ = listener.set_nonblocking(true);
             let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                 return;
             };

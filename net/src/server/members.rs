@@ -35,18 +35,16 @@ pub struct InitialMember {
 
 /// A member's id from its peer URLs and the cluster token.
 pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
-    let mut urls: Vec<&str> = peer_urls.iter().map(String::as_str).collect();
-    urls.sort_unstable();
-    let mut hasher = Sha1::new();
-    for url in urls {
-        hasher.update(url.as_bytes());
-    }
-    hasher.update(token.as_bytes());
-    first_u64(&hasher.finalize())
+    hash_member(peer_urls, token, &[])
 }
 
 /// The id of a member added at `nanos` (nanoseconds since the Unix epoch).
 pub fn added_member_id(peer_urls: &[String], token: &str, nanos: u64) -> u64 {
+    hash_member(peer_urls, token, &nanos.to_be_bytes())
+}
+
+/// SHA-1 of the sorted peer URLs, the token and `salt`; its first 8 bytes.
+fn hash_member(peer_urls: &[String], token: &str, salt: &[u8]) -> u64 {
     let mut urls: Vec<&str> = peer_urls.iter().map(String::as_str).collect();
     urls.sort_unstable();
     let mut hasher = Sha1::new();
@@ -54,7 +52,7 @@ pub fn added_member_id(peer_urls: &[String], token: &str, nanos: u64) -> u64 {
         hasher.update(url.as_bytes());
     }
     hasher.update(token.as_bytes());
-    hasher.update(nanos.to_be_bytes());
+    hasher.update(salt);
     first_u64(&hasher.finalize())
 }
 

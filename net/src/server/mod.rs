@@ -292,12 +292,18 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
     while !metrics.has_leader() && waiting_since.elapsed() < patience {
         std::thread::sleep(Duration::from_millis(5));
     }
+    // Non-blocking once here: the flag belongs to the socket, which every core's
+    // duplicate and tokio's listeners share.
     let bind = |addresses: &[std::net::SocketAddr]| -> Result<Vec<std::net::TcpListener>> {
         addresses
             .iter()
             .map(|address| {
-                std::net::TcpListener::bind(address)
-                    .with_context(|| format!("cannot listen on {address}"))
+                let listener = std::net::TcpListener::bind(address)
+                    .with_context(|| format!("cannot listen on {address}"))?;
+                listener
+                    .set_nonblocking(true)
+                    .with_context(|| format!("cannot listen on {address}"))?;
+                Ok(listener)
             })
             .collect()
     };
@@ -308,11 +314,9 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
         let listeners = client_listeners
             .iter()
             .map(|listener| {
-                let listener = listener
+                listener
                     .try_clone()
-                    .context("cannot share a client listener with the cores")?;
-                listener.set_nonblocking(true)?;
-                Ok(listener)
+                    .context("cannot share a client listener with the cores")
             })
             .collect::<Result<Vec<_>>>()?;
         // A core that already stopped has nothing to serve.
