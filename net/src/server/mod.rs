@@ -395,6 +395,9 @@ const START_LEADER_WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// Bytes one peer frame may hold: the largest batch of appends with room to spare.
 const PEER_FRAME_BYTES_MAX: usize = 64 << 20;
+/// The smallest limit on a snapshot sent to or received from a peer; it grows to four
+/// times `--quota-backend-bytes` (a snapshot holds the history the quota counts once).
+const PEER_SNAPSHOT_BYTES_MIN: usize = 8 << 30;
 /// Messages queued for one peer before it counts as unreachable.
 const PEER_QUEUE_MESSAGES_MAX: usize = 16_384;
 
@@ -414,6 +417,9 @@ pub(crate) fn start_peer_transport(
             listen: config.peer_addresses.clone(),
             peers: Vec::new(),
             frame_bytes_max: PEER_FRAME_BYTES_MAX.max(4 * config.request_bytes_max),
+            snapshot_bytes_max: PEER_SNAPSHOT_BYTES_MIN.max(
+                usize::try_from(config.quota_backend_bytes.saturating_mul(4)).unwrap_or(usize::MAX),
+            ),
             queue_messages_max: PEER_QUEUE_MESSAGES_MAX,
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(1),

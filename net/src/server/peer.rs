@@ -32,11 +32,16 @@
 //! Limits and what happens at them:
 //! * `queue_messages_max` messages queued for one peer: further messages to it are
 //!   dropped and it is reported unreachable;
-//! * `frame_bytes_max` bytes in one frame, prefix and snapshot data included: a received
-//!   frame over it closes the connection (checked before anything is allocated); a
-//!   message that cannot fit is dropped by the sender with a log line and the peer is
-//!   reported unreachable (a snapshot is reported failed). The whole limit may be
-//!   allocated for one incoming frame, so it also bounds the memory one connection holds;
+//! * `frame_bytes_max` bytes in one frame of messages: a received frame over it closes the
+//!   connection (checked before anything is allocated); a message that cannot fit is
+//!   dropped by the sender with a log line and the peer is reported unreachable. The
+//!   whole limit may be allocated for one incoming frame, so it also bounds the memory
+//!   one message connection holds;
+//! * `snapshot_bytes_max` bytes in the frame of a snapshot connection, data included: the
+//!   same checks, and a snapshot over it is reported failed. The receiver reads the data
+//!   in pieces of [`SNAPSHOT_READ_PIECE_BYTES`], growing its buffer only as bytes arrive,
+//!   so a snapshot of gigabytes needs no frame limit of gigabytes on message connections
+//!   and a lying length costs nothing until the bytes are really sent;
 //! * a frame holds at most [`FRAME_BYTES_TARGET`] bytes of ordinary messages (one larger
 //!   message travels alone), so one write and one inbox batch stay a few MB;
 //! * [`INCOMING_CONNECTIONS_MAX`] accepted connections open at once: more are closed as
@@ -88,6 +93,8 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const SNAPSHOT_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes handed to the socket per write of a snapshot's data.
 pub const SNAPSHOT_WRITE_PIECE_BYTES: usize = 1 << 20;
+/// Bytes a receiver reads at most before growing a snapshot's buffer again.
+pub const SNAPSHOT_READ_PIECE_BYTES: usize = 4 << 20;
 /// Accepted peer connections open at once at most (handshaking or not); more are closed
 /// as soon as they are accepted. A member has one message connection per peer, plus one
 /// per snapshot being received.
@@ -156,9 +163,13 @@ pub struct PeerConfig {
     /// The other members and their peer addresses (`--initial-cluster`, then the member
     /// list); each address is tried in turn when connecting.
     pub peers: Vec<(u64, Vec<SocketAddr>)>,
-    /// Bytes one frame may hold, prefix and snapshot data included, both ways. It must
-    /// hold the largest snapshot a peer may send; see the module doc for what it costs.
+    /// Bytes one frame of messages may hold, both ways; see the module doc for what it
+    /// costs.
     pub frame_bytes_max: usize,
+    /// Bytes the one frame of a snapshot connection may hold, prefix and snapshot data
+    /// included, both ways: the largest snapshot a member sends or accepts. The receiver
+    /// grows its buffer as the data arrives, so the limit is not allocated up front.
+    pub snapshot_bytes_max: usize,
     /// Messages queued for one peer at most (snapshots are not counted: at most one is
     /// queued per peer, a newer one replacing it).
     pub queue_messages_max: usize,
@@ -191,6 +202,7 @@ pub(crate) struct Shared {
     cluster_id: u64,
     me: u64,
     frame_bytes_max: usize,
+    snapshot_bytes_max: usize,
     queue_messages_max: usize,
     backoff_min: Duration,
     backoff_max: Duration,
@@ -348,6 +360,7 @@ impl PeerTransport {
             cluster_id: config.cluster_id,
             me: config.me,
             frame_bytes_max: config.frame_bytes_max,
+            snapshot_bytes_max: config.snapshot_bytes_max.max(config.frame_bytes_max),
             queue_messages_max: config.queue_messages_max,
             backoff_min: config.backoff_min,
             backoff_max: config.backoff_max,
@@ -393,11 +406,15 @@ impl PeerTransport {
             };
             let frame = codec::frame_bytes([&message]);
             let snapshot = matches!(message.body, MessageBody::InstallSnapshot { .. });
-            if frame > shared.frame_bytes_max as u64 {
+            let limit = if snapshot {
+                shared.snapshot_bytes_max
+            } else {
+                shared.frame_bytes_max
+            };
+            if frame > limit as u64 {
                 eprintln!(
-                    "corekv: peer {to:x}: dropped an outgoing {} of {frame} bytes, over the peer frame limit of {} bytes",
+                    "corekv: peer {to:x}: dropped an outgoing {} of {frame} bytes, over the peer frame limit of {limit} bytes",
                     message.body.name(),
-                    shared.frame_bytes_max
                 );
                 shared.mark_unreachable(to);
                 if snapshot {

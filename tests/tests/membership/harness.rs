@@ -625,6 +625,12 @@ pub fn wait_for_equal_hashes(endpoint: &str, members: usize) -> Vec<(String, u64
 /// Puts `count` keys `<prefix><n>` = `value-<n>` through `member`'s binary protocol,
 /// 32 in flight at a time.
 pub fn put_keys(member: &Member, prefix: &str, count: usize) {
+    put_values(member, prefix, count, |n| format!("value-{n}").into_bytes());
+}
+
+/// Puts `count` keys `<prefix><n>` = `value(n)` through `member`'s binary protocol, 32
+/// in flight at a time.
+pub fn put_values(member: &Member, prefix: &str, count: usize, value: fn(usize) -> Vec<u8>) {
     let address = member.server.address.clone();
     let prefix = prefix.to_string();
     run_client(move || async move {
@@ -639,7 +645,7 @@ pub fn put_keys(member: &Member, prefix: &str, count: usize) {
                     let client = client.clone();
                     let request = PutRequest {
                         key: format!("{prefix}{n:04}").into_bytes(),
-                        value: format!("value-{n}").into_bytes(),
+                        value: value(n),
                         ..PutRequest::default()
                     };
                     glommio::spawn_local(async move { client.put(request).await })

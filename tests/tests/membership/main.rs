@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use harness::{
     changed_line, cluster_status, ctl, ctl_fails, ctl_ok, local_keys, member_list, parse_added,
-    peer_url, put_keys, try_put, wait_for_equal_hashes, wait_for_list, Cluster, Listed, Member,
-    Status, ELECTION_TIMEOUT, SETTLE_TIMEOUT,
+    peer_url, put_keys, put_values, try_put, wait_for_equal_hashes, wait_for_list, Cluster, Listed,
+    Member, Status, ELECTION_TIMEOUT, SETTLE_TIMEOUT,
 };
 
 const PEER_URLS_EXIST: &str = "etcdserver: Peer URLs already exists";
@@ -426,9 +426,19 @@ fn three_members_add_promote_update_and_remove_with_etcdctl() {
     eprintln!("three-member membership scenario: {:?}", started.elapsed());
 }
 
+/// Values of 1 MiB written before the member is replaced (80 MiB in all).
+const BIG_VALUES: usize = 80;
+
+/// The 1 MiB value of big key `n`: its number's bytes repeated.
+fn big_value(n: usize) -> Vec<u8> {
+    (n as u32).to_le_bytes().repeat(1 << 18)
+}
+
 /// A follower removed, its data wiped and added back with the same name and URL (a new
 /// id) is behind the leader's compacted log: it installs the leader's snapshot, ends with
 /// the same data as the others (equal HashKV) and serves every key from its own store.
+/// The store holds 80 values of 1 MiB, so the snapshot is larger than a peer frame of
+/// messages may be (64 MiB): it travels under the snapshot limit, read in pieces.
 #[test]
 fn replaced_member_catches_up_through_a_snapshot() {
     let started = Instant::now();
@@ -450,6 +460,9 @@ fn replaced_member_catches_up_through_a_snapshot() {
     let follower_id = listed_started(&listed, cluster.member(&follower), false);
     let via = cluster.member(&leader_name).endpoint().to_string();
 
+    // The big values first: the snapshots taken during the small puts after them hold
+    // them all.
+    put_values(cluster.member(&leader_name), "big/", BIG_VALUES, big_value);
     put_keys(cluster.member(&leader_name), "key/", 300);
     assert_eq!(
         ctl_ok(&via, &["member", "remove", &hex(follower_id)]),
@@ -478,23 +491,24 @@ fn replaced_member_catches_up_through_a_snapshot() {
         let log = cluster.member(&follower).log();
         if let Some(line) = log
             .lines()
-            .find(|line| line.contains("installed the leader's snapshot at index "))
+            .find(|line| line.contains("installed the leader's snapshot of "))
         {
             break line.to_string();
         }
         assert!(Instant::now() < deadline, "no snapshot installed:\n{log}");
         std::thread::sleep(Duration::from_millis(50));
     };
-    // "... at index N (revision R)": a snapshot with the keys written before.
+    // "... of B bytes at index N (revision R)": a snapshot with the keys written before.
     let numbers: Vec<u64> = installed
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|n| n.parse().ok())
         .collect();
-    let (index, revision) = match numbers[..] {
-        [.., index, revision] => (index, revision),
-        _ => panic!("no index and revision in {installed:?}"),
+    let (bytes, index, revision) = match numbers[..] {
+        [.., bytes, index, revision] => (bytes, index, revision),
+        _ => panic!("no size, index and revision in {installed:?}"),
     };
     assert!(index > 0 && revision > 1, "{installed}");
+    assert!(bytes > 64 << 20, "a snapshot over 64 MiB: {installed}");
 
     let (_, listed) = wait_for_list(&via, "the new member published", |l| {
         published(l, cluster.member(&follower))
@@ -515,6 +529,13 @@ fn replaced_member_catches_up_through_a_snapshot() {
     };
     assert_eq!(local_keys(&endpoint, "key/"), expected("key/", 300));
     assert_eq!(local_keys(&endpoint, "more/"), expected("more/", 100));
+    let big = ctl_ok(
+        &endpoint,
+        &["get", "big/", "--prefix", "--consistency=s", "--keys-only"],
+    );
+    let big_keys: Vec<&str> = big.lines().filter(|line| !line.is_empty()).collect();
+    let expected_big: Vec<String> = (0..BIG_VALUES).map(|n| format!("big/{n:04}")).collect();
+    assert_eq!(big_keys, expected_big, "the big values are all there");
     // After the snapshot it follows the log: a write through it is read everywhere.
     assert_eq!(ctl_ok(&endpoint, &["put", "after/snapshot", "y"]), "OK\n");
     for name in &names {

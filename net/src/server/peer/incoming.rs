@@ -17,7 +17,10 @@ use glommio::net::{TcpListener, TcpStream};
 
 use super::codec;
 use super::handshake::{self, HandshakeStatus, Lane};
-use super::{Incoming, PeerError, Shared, HANDSHAKE_TIMEOUT, INCOMING_CONNECTIONS_MAX};
+use super::{
+    Incoming, PeerError, Shared, HANDSHAKE_TIMEOUT, INCOMING_CONNECTIONS_MAX,
+    SNAPSHOT_READ_PIECE_BYTES,
+};
 use crate::server::shard::SHARD_ID;
 
 /// A frame head buffer larger than this is released after its frame instead of kept.
@@ -153,7 +156,7 @@ async fn serve_connection(
         },
         Lane::Members => Ok(()),
         Lane::Snapshot => {
-            let messages = read_frame(&mut stream, shared.frame_bytes_max, &mut head)
+            let messages = read_frame(&mut stream, shared.snapshot_bytes_max, &mut head)
                 .await?
                 .ok_or(PeerError::Closed)?;
             let [message] = messages.as_slice() else {
@@ -217,8 +220,9 @@ fn log_refusal(
 }
 
 /// Reads one frame: `None` if the stream ends cleanly before it. The head is read into
-/// `head` and each snapshot's data straight into a buffer of its exact size, every
-/// length checked against `frame_bytes_max` before anything is allocated.
+/// `head` and each snapshot's data straight into its own buffer, grown by at most
+/// [`SNAPSHOT_READ_PIECE_BYTES`] at a time as the bytes arrive; every length is checked
+/// against `frame_bytes_max` before anything is allocated.
 pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     frame_bytes_max: usize,
@@ -256,11 +260,21 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
         return Err(PeerError::Malformed("a frame for an unknown shard"));
     }
     for (position, length) in blobs {
-        let mut data = vec![0u8; length];
-        reader
-            .read_exact(&mut data)
-            .await
-            .map_err(PeerError::io("reading snapshot data"))?;
+        let mut data = Vec::new();
+        while data.len() < length {
+            let start = data.len();
+            let end = length.min(start + SNAPSHOT_READ_PIECE_BYTES);
+            if data.capacity() < end {
+                // Double, but never past the announced length: no slack is kept.
+                let capacity = (data.capacity() * 2).clamp(end, length);
+                data.reserve_exact(capacity - start);
+            }
+            data.resize(end, 0);
+            reader
+                .read_exact(&mut data[start..])
+                .await
+                .map_err(PeerError::io("reading snapshot data"))?;
+        }
         codec::fill_blob(&mut messages, position, data);
     }
     Ok(Some(messages))

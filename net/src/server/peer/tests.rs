@@ -55,6 +55,7 @@ fn config(me: u64, port: u16, peers: &[(u64, u16)]) -> PeerConfig {
             .map(|&(id, port)| (id, vec![address(port)]))
             .collect(),
         frame_bytes_max: 1 << 20,
+        snapshot_bytes_max: 1 << 20,
         queue_messages_max: 1024,
         backoff_min: Duration::from_millis(10),
         backoff_max: Duration::from_millis(100),
@@ -378,20 +379,21 @@ fn queue_overflow_drops_and_reports() {
     });
 }
 
-/// A snapshot travels on a connection of its own and is reported delivered; one over
-/// the sender's limit is dropped and reported failed at once, one over the receiver's
-/// limit is refused there and reported failed; a message over the limit is dropped.
+/// A snapshot travels on a connection of its own, under its own limit (many times the
+/// frame limit of messages), and is reported delivered; one over the sender's snapshot
+/// limit is dropped and reported failed at once, one over the receiver's is refused
+/// there and reported failed; a message over the frame limit is dropped.
 #[test]
 fn snapshots_and_limits() {
     run(|| async {
         let mut a_config = config(1, 26051, &[(2, 26052)]);
-        a_config.frame_bytes_max = 24 << 20;
+        a_config.snapshot_bytes_max = 48 << 20;
         let (a, _a_inbox) = start(a_config);
         let mut b_config = config(2, 26052, &[(1, 26051)]);
-        b_config.frame_bytes_max = 16 << 20;
+        b_config.snapshot_bytes_max = 32 << 20;
         let (b, b_inbox) = start(b_config);
 
-        let big = snapshot(1, 2, 8 << 20);
+        let big = snapshot(1, 2, 24 << 20);
         a.send(vec![big.clone(), heartbeat(1, 2, 1)]);
         let (messages, _) = receive(&b_inbox, 2).await;
         assert!(messages.contains(&big), "the snapshot arrived intact");
@@ -404,7 +406,7 @@ fn snapshots_and_limits() {
         .await;
 
         a.take_unreachable();
-        a.send(vec![snapshot(1, 2, 20 << 20)]);
+        a.send(vec![snapshot(1, 2, 40 << 20)]);
         wait_until("the failed snapshot report", || {
             let reports = a.take_snapshot_reports();
             assert!(reports.iter().all(|&report| report == (2, false)));
@@ -413,7 +415,7 @@ fn snapshots_and_limits() {
         .await;
         wait_unreachable(&a, 2).await;
 
-        a.send(vec![snapshot(1, 2, 25 << 20)]);
+        a.send(vec![snapshot(1, 2, 50 << 20)]);
         assert_eq!(a.take_snapshot_reports(), vec![(2, false)]);
         assert_eq!(a.take_unreachable(), vec![2]);
 
@@ -423,7 +425,7 @@ fn snapshots_and_limits() {
                 term: Term(1),
                 index: LogIndex(0),
                 kind: EntryKind::Normal,
-                data: vec![0; 17 << 20],
+                data: vec![0; 2 << 20],
             }],
         };
         b.send(vec![oversized]);

@@ -103,7 +103,8 @@ impl Shard {
         self.applied_bytes_since_snapshot = 0;
         self.last_snapshot_bytes = snapshot.data.len() as u64;
         eprintln!(
-            "corekv: installed the leader's snapshot at index {} (revision {})",
+            "corekv: installed the leader's snapshot of {} bytes at index {} (revision {})",
+            snapshot.data.len(),
             index.0,
             self.store.revision().0
         );
