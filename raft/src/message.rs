@@ -70,6 +70,10 @@ pub enum MessageBody {
     ReadIndexResponse { request: u64, index: LogIndex },
     /// Leader transfer: start an election now, skipping pre-vote (thesis 3.10).
     TimeoutNow,
+    /// The node's own message to another member's node, carried beside Raft's by the same
+    /// transport (a follower asking the leader what only the leader knows). Raft never
+    /// sends one and ignores one stepped: the node takes them out before stepping.
+    Node { data: Vec<u8> },
 }
 
 impl MessageBody {
@@ -89,6 +93,7 @@ impl MessageBody {
             MessageBody::ReadIndex { .. } => "ReadIndex",
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
             MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::Node { .. } => "Node",
         }
     }
 }

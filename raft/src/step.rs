@@ -7,6 +7,10 @@ use crate::types::EntryKind;
 
 impl RawNode {
     pub(crate) fn step_message(&mut self, m: Message) {
+        if matches!(m.body, MessageBody::Node { .. }) {
+            // The node's business, not Raft's: its term says nothing about elections.
+            return;
+        }
         if m.term > self.term {
             match &m.body {
                 MessageBody::RequestVote {
@@ -112,6 +116,7 @@ impl RawNode {
                     self.start_campaign(true);
                 }
             }
+            MessageBody::Node { .. } => {}
         }
         self.assert_invariants();
     }

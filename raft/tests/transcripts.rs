@@ -95,6 +95,7 @@ fn message_text(m: &Message) -> String {
             format!("ReadIndexResponse request={request} index={index}")
         }
         MessageBody::TimeoutNow => "TimeoutNow".to_string(),
+        MessageBody::Node { data } => format!("Node {} bytes", data.len()),
     };
     format!("{}->{} t{} {body}", m.from, m.to, m.term)
 }

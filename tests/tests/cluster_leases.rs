@@ -16,18 +16,43 @@ const TTL_SECONDS: i64 = 4;
 const KEEP_ALIVE_PERIOD: Duration = Duration::from_millis(1000);
 
 fn grant(cluster: &Cluster, member: usize) -> LeaseId {
+    grant_for(cluster, member, TTL_SECONDS)
+}
+
+fn grant_for(cluster: &Cluster, member: usize, ttl: i64) -> LeaseId {
     let grant = Request::LeaseGrant {
         id: LeaseId(0),
-        ttl_seconds: TTL_SECONDS,
+        ttl_seconds: ttl,
     };
     match request(cluster.address(member), grant, TIMEOUT) {
         Ok(Response::LeaseGrant {
             id, ttl_seconds, ..
         }) => {
-            assert_eq!(ttl_seconds, TTL_SECONDS);
+            assert_eq!(ttl_seconds, ttl);
             id
         }
         other => panic!("lease grant through member {member} answered {other:?}"),
+    }
+}
+
+/// A time-to-live through `member`, with the keys: (TTL, granted TTL, keys).
+fn time_to_live(cluster: &Cluster, member: usize, lease: LeaseId) -> (i64, i64, Vec<Vec<u8>>) {
+    let asked = Request::LeaseTimeToLive {
+        id: lease,
+        keys: true,
+    };
+    match request(cluster.address(member), asked, TIMEOUT) {
+        Ok(Response::LeaseTimeToLive {
+            id,
+            ttl_seconds,
+            granted_ttl_seconds,
+            keys,
+            ..
+        }) => {
+            assert_eq!(id, lease);
+            (ttl_seconds, granted_ttl_seconds, keys)
+        }
+        other => panic!("a time-to-live through member {member} answered {other:?}"),
     }
 }
 
@@ -162,4 +187,40 @@ fn followers_take_keep_alives_and_leases_survive_a_leader_kill() {
     );
     // A keep-alive of the revoked lease through a follower answers TTL 0, as etcd's.
     assert_eq!(keep_alive(&cluster, follower, lease), 0);
+}
+
+/// A follower answers a lease's time-to-live with the leader's remaining TTL (only the
+/// leader tracks deadlines; etcd's followers ask the leader too): it falls while nobody
+/// keeps the lease alive, comes back after a keep-alive, and an unknown lease is -1.
+#[test]
+fn followers_answer_the_leaders_remaining_ttl() {
+    const GRANTED: i64 = 20;
+    let cluster = Cluster::start(ClusterOptions::new("cluster-lease-ttl", 3));
+    let leader = cluster.agreed_leader(&[0, 1, 2], 10 * ELECTION_TIMEOUT);
+    let follower = (0..3).find(|i| *i != leader).expect("a follower");
+
+    let lease = grant_for(&cluster, follower, GRANTED);
+    attach(&cluster, follower, "ttl/a", lease);
+    let granted_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(3500));
+    let (ttl, granted, keys) = time_to_live(&cluster, follower, lease);
+    let elapsed = granted_at.elapsed().as_secs() as i64;
+    assert_eq!(granted, GRANTED);
+    assert_eq!(keys, vec![b"ttl/a".to_vec()]);
+    assert!(
+        ttl < GRANTED - 2 && ttl >= GRANTED - elapsed - 1,
+        "TTL {ttl} through a follower, {elapsed} s after a grant of {GRANTED} s"
+    );
+    let (on_leader, _, _) = time_to_live(&cluster, leader, lease);
+    assert!(
+        (ttl - on_leader).abs() <= 1,
+        "follower {ttl} vs leader {on_leader}"
+    );
+
+    assert_eq!(keep_alive(&cluster, follower, lease), GRANTED);
+    let (renewed, _, _) = time_to_live(&cluster, follower, lease);
+    assert!(renewed >= GRANTED - 1, "TTL {renewed} after a keep-alive");
+
+    let (unknown, granted, keys) = time_to_live(&cluster, follower, LeaseId(0x1234_5678));
+    assert_eq!((unknown, granted, keys), (-1, 0, Vec::<Vec<u8>>::new()));
 }

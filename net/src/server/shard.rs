@@ -18,6 +18,7 @@
 //! with another core.
 
 mod install;
+mod lease_query;
 mod membership;
 
 use std::cell::RefCell;
@@ -262,6 +263,9 @@ pub(crate) struct Shard {
     conf_waiters: HashMap<u64, (Client, Instant)>,
     /// Membership changes the leader has yet to propose (Raft takes one at a time).
     conf_queue: VecDeque<corekv_raft::ConfChange>,
+    /// Lease time-to-live requests this follower asked the leader, by query number.
+    lease_queries: HashMap<u64, lease_query::LeaseQuery>,
+    next_lease_query: u64,
     /// The Ready whose snapshot (sent by the leader) is being written; no further Ready
     /// is taken until it is durable, so the WAL keeps Ready order.
     installing_snapshot: Option<u64>,
@@ -524,6 +528,8 @@ impl Shard {
             member_table,
             conf_waiters: HashMap::new(),
             conf_queue: VecDeque::new(),
+            lease_queries: HashMap::new(),
+            next_lease_query: 1,
             installing_snapshot: None,
             snapshot_send_failures: Rc::new(RefCell::new(Vec::new())),
             store_config,
@@ -726,12 +732,17 @@ impl Shard {
                 self.raft.tick();
                 self.expire_requests();
                 self.expire_conf_waiters();
+                self.drive_lease_queries();
                 self.auto_compact();
                 self.report_peers();
             }
             Event::Peer(messages) => {
                 for message in messages {
-                    self.raft.step(message);
+                    if let corekv_raft::MessageBody::Node { data } = &message.body {
+                        self.handle_node_message(message.from, data);
+                    } else {
+                        self.raft.step(message);
+                    }
                 }
             }
             Event::SnapshotSaved { index, result } => {
@@ -867,6 +878,12 @@ impl Shard {
                 let response = self.keep_alive(*id);
                 self.reply(client, response, true);
             }
+            Request::LeaseTimeToLive { id, keys }
+                if self.raft.role() != Role::Leader && self.peers.is_some() =>
+            {
+                // Only the leader knows how long a lease has left.
+                self.forward_lease_time_to_live(client, *id, *keys);
+            }
             Request::LeaseTimeToLive { .. } | Request::LeaseLeases | Request::Status => {
                 self.serve_read(client, &request.request);
             }
@@ -939,25 +956,7 @@ impl Shard {
                 Ok(response) => Response::Range(header, response),
                 Err(error) => engine_error(&error),
             },
-            Request::LeaseTimeToLive { id, keys } => {
-                match self.store.lease_time_to_live(*id, self.now_ms(), *keys) {
-                    Ok(ttl) => Response::LeaseTimeToLive {
-                        header,
-                        id: *id,
-                        ttl_seconds: ttl.ttl_seconds,
-                        granted_ttl_seconds: ttl.granted_ttl_seconds,
-                        keys: ttl.keys,
-                    },
-                    // etcd answers an unknown lease with TTL -1, not an error.
-                    Err(_) => Response::LeaseTimeToLive {
-                        header,
-                        id: *id,
-                        ttl_seconds: -1,
-                        granted_ttl_seconds: 0,
-                        keys: Vec::new(),
-                    },
-                }
-            }
+            Request::LeaseTimeToLive { id, keys } => self.lease_time_to_live(*id, *keys),
             Request::LeaseLeases => Response::LeaseLeases(header, self.store.lease_ids_by_expiry()),
             Request::Status => {
                 let status = self.raft.status();
@@ -1462,6 +1461,29 @@ impl Shard {
             other => Response::Error {
                 code: 3,
                 message: format!("corekv: {other:?} is not a write and was not applied"),
+            },
+        }
+    }
+
+    /// Lease `id`'s time-to-live from this member's store (its remaining TTL is right on
+    /// the leader only, which tracks the deadlines).
+    fn lease_time_to_live(&self, id: LeaseId, keys: bool) -> Response {
+        let header = self.header();
+        match self.store.lease_time_to_live(id, self.now_ms(), keys) {
+            Ok(ttl) => Response::LeaseTimeToLive {
+                header,
+                id,
+                ttl_seconds: ttl.ttl_seconds,
+                granted_ttl_seconds: ttl.granted_ttl_seconds,
+                keys: ttl.keys,
+            },
+            // etcd answers an unknown lease with TTL -1, not an error.
+            Err(_) => Response::LeaseTimeToLive {
+                header,
+                id,
+                ttl_seconds: -1,
+                granted_ttl_seconds: 0,
+                keys: Vec::new(),
             },
         }
     }

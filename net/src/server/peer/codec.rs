@@ -45,6 +45,7 @@ const KIND_PROPOSE: u8 = 8;
 const KIND_READ_INDEX: u8 = 9;
 const KIND_READ_INDEX_RESPONSE: u8 = 10;
 const KIND_TIMEOUT_NOW: u8 = 11;
+const KIND_NODE: u8 = 12;
 
 // Flag bits of RequestVote and VoteResponse.
 const FLAG_PRE_VOTE: u8 = 1;
@@ -80,6 +81,7 @@ pub fn head_bytes(message: &Message) -> usize {
             MessageBody::ReadIndex { .. } => 8,
             MessageBody::ReadIndexResponse { .. } => 16,
             MessageBody::TimeoutNow => 0,
+            MessageBody::Node { data } => 4 + data.len(),
         }
 }
 
@@ -150,6 +152,7 @@ fn fits_the_format(message: &Message) -> bool {
             small(snapshot.meta.conf_state.voters.len())
                 && small(snapshot.meta.conf_state.learners.len())
         }
+        MessageBody::Node { data } => small(data.len()),
         _ => true,
     }
 }
@@ -343,6 +346,7 @@ fn encode_message(message: &Message, out: &mut Vec<u8>) {
         MessageBody::ReadIndex { .. } => KIND_READ_INDEX,
         MessageBody::ReadIndexResponse { .. } => KIND_READ_INDEX_RESPONSE,
         MessageBody::TimeoutNow => KIND_TIMEOUT_NOW,
+        MessageBody::Node { .. } => KIND_NODE,
     };
     out.push(kind);
     put_u64(out, message.from.0);
@@ -423,6 +427,10 @@ fn encode_message(message: &Message, out: &mut Vec<u8>) {
             put_u64(out, index.0);
         }
         MessageBody::TimeoutNow => {}
+        MessageBody::Node { data } => {
+            put_u32(out, data.len() as u32);
+            out.extend_from_slice(data);
+        }
     }
 }
 
@@ -517,6 +525,12 @@ fn decode_message(
             index: LogIndex(reader.u64("read index response index")?),
         },
         KIND_TIMEOUT_NOW => MessageBody::TimeoutNow,
+        KIND_NODE => {
+            let length = reader.u32("node message length")? as usize;
+            MessageBody::Node {
+                data: reader.take(length, "node message")?.to_vec(),
+            }
+        }
         other => return Err(PeerError::UnknownMessageKind(other)),
     };
     Ok(Message {

@@ -106,6 +106,7 @@ fn body() -> impl Strategy<Value = MessageBody> {
             }
         }),
         Just(MessageBody::TimeoutNow),
+        vec(any::<u8>(), 0..64).prop_map(|data| MessageBody::Node { data }),
     ]
 }
 
