@@ -1,6 +1,7 @@
 //! corekv-engine: the MVCC store at the heart of corekv, with etcd's exact semantics.
 //!
-//! * [`Store`]: keys in an in-memory B-tree, each with its revision history and values;
+//! * [`Store`]: keys in an in-memory B-tree (ranges) and a hash index (exact keys), each
+//!   key with its revision history and values;
 //!   put, range, delete-range, txn (nested, with etcd's compare rules) and compaction,
 //!   one main revision per request that changes something.
 //! * Leases ([`Store::lease_grant`] and friends): TTLs, attached keys, revocation that
@@ -30,6 +31,7 @@
 //! Memory layout and cost per key: see `index` and docs/engine.md.
 
 mod error;
+mod hash_index;
 mod index;
 mod lease;
 mod request;

@@ -23,7 +23,7 @@
 use rkyv::rancor;
 
 use crate::error::{Error, Result};
-use crate::index::{Index, VersionRec};
+use crate::index::{Index, VersionFields, VersionRec};
 use crate::lease::LeaseTable;
 use crate::store::{Store, StoreConfig};
 use crate::types::{KeyBytes, LeaseId};
@@ -251,7 +251,7 @@ impl Store {
                     create: v.create,
                     version: v.version,
                     lease: v.lease,
-                    value: v.value.to_vec(),
+                    value: v.value().to_vec(),
                 })
                 .collect();
             if versions.is_empty() {
@@ -367,18 +367,14 @@ impl Store {
                             leases.attach(LeaseId(latest.lease), &entry.key);
                         }
                         for v in entry.versions {
-                            let value = v.value.into_boxed_slice();
-                            index.push(
-                                &entry.key,
-                                VersionRec {
-                                    main: v.main,
-                                    sub: v.sub,
-                                    create: v.create,
-                                    version: v.version,
-                                    lease: v.lease,
-                                    value,
-                                },
-                            );
+                            let fields = VersionFields {
+                                main: v.main,
+                                sub: v.sub,
+                                create: v.create,
+                                version: v.version,
+                                lease: v.lease,
+                            };
+                            index.push(&entry.key, VersionRec::new(&entry.key, &v.value, fields));
                         }
                         key_count += 1;
                         previous_key = Some(entry.key);

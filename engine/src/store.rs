@@ -10,7 +10,7 @@
 //! the outcome, so nodes with and without a snapshot in progress stay identical.
 
 use crate::error::{Error, Result};
-use crate::index::{Index, RangeEnd, VersionRec};
+use crate::index::{Index, RangeEnd, VersionFields, VersionRec};
 use crate::lease::{LeaseTable, LeaseTimeToLive, LEASE_TTL_SECONDS_MIN_DEFAULT};
 use crate::request::{
     validate_delete_range, validate_put, validate_range, validate_txn, Compare, CompareResult,
@@ -190,7 +190,7 @@ impl Store {
             usize::MAX
         };
         if matches!(end, RangeEnd::Single) && !filtered {
-            // Point read: one B-tree lookup instead of a two-sided range search.
+            // Point read: one hash index lookup instead of a B-tree search.
             let found = self
                 .index
                 .get(&request.key)
@@ -373,58 +373,54 @@ impl Store {
     fn apply_put(&mut self, batch: &mut WriteBatch, request: &PutRequest) -> PutResponse {
         let view = self.view(batch);
         let key = request.key.as_slice();
-        // One B-tree walk: the record is found once, read for the previous version, and
-        // the new version is pushed onto it. Fields are borrowed apart so that leases
-        // and watchers can be updated while the record is held.
-        let record = self.index.get_mut(key);
-        let previous = record.as_deref().and_then(|r| r.live_at(view));
-        let value: Box<[u8]> = match (previous, request.ignore_value) {
-            (Some(previous), true) => previous.value.clone(),
-            _ => request.value.as_slice().into(),
-        };
-        let lease = match (previous, request.ignore_lease) {
-            (Some(previous), true) => previous.lease,
-            _ => request.lease.0,
-        };
-        let (create, version) = match previous {
-            Some(previous) => (previous.create, previous.version + 1),
-            None => (batch.main, 1),
-        };
-        let next = VersionRec {
-            main: batch.main,
-            sub: batch.sub,
-            create,
-            version,
-            lease,
-            value,
-        };
-        batch.sub += 1;
-        if let Some(previous) = previous {
-            if previous.lease != lease {
-                self.leases.detach(LeaseId(previous.lease), key);
+        // One B-tree descent (Index::upsert): the record is found once, read for the
+        // previous version, and the new version is pushed onto it. Fields are borrowed
+        // apart so that leases and watchers can be updated while the record is held.
+        let leases = &mut self.leases;
+        let watches = &mut self.watches;
+        let prev_kv = self.index.upsert(key, |record| {
+            let previous = record.and_then(|r| r.live_at(view));
+            let value: &[u8] = match (previous, request.ignore_value) {
+                (Some(previous), true) => previous.value(),
+                _ => &request.value,
+            };
+            let lease = match (previous, request.ignore_lease) {
+                (Some(previous), true) => previous.lease,
+                _ => request.lease.0,
+            };
+            let (create, version) = match previous {
+                Some(previous) => (previous.create, previous.version + 1),
+                None => (batch.main, 1),
+            };
+            let fields = VersionFields {
+                main: batch.main,
+                sub: batch.sub,
+                create,
+                version,
+                lease,
+            };
+            let next = VersionRec::new(key, value, fields);
+            batch.sub += 1;
+            if let Some(previous) = previous {
+                if previous.lease != lease {
+                    leases.detach(LeaseId(previous.lease), key);
+                }
             }
-        }
-        if lease != 0 {
-            self.leases.attach(LeaseId(lease), key);
-        }
-        self.watches.notify(&Change {
-            key,
-            version: &next,
-            previous,
+            if lease != 0 {
+                leases.attach(LeaseId(lease), key);
+            }
+            watches.notify(&Change {
+                key,
+                version: &next,
+                previous,
+            });
+            let prev_kv = if request.prev_kv {
+                previous.map(|p| p.to_key_value(key, true))
+            } else {
+                None
+            };
+            (next, prev_kv)
         });
-        let prev_kv = if request.prev_kv {
-            previous.map(|p| p.to_key_value(key, true))
-        } else {
-            None
-        };
-        match record {
-            Some(record) => {
-                let cost = crate::index::version_cost(&next);
-                record.push(next);
-                self.index.note_pushed(cost);
-            }
-            None => self.index.insert_new(key, next),
-        }
         PutResponse { prev_kv }
     }
 
@@ -446,14 +442,7 @@ impl Store {
             .collect();
         let mut prev_kvs = Vec::new();
         for (key, previous) in &doomed {
-            let tombstone = VersionRec {
-                main: batch.main,
-                sub: batch.sub,
-                create: 0,
-                version: 0,
-                lease: 0,
-                value: Box::default(),
-            };
+            let tombstone = VersionRec::tombstone(key, batch.main, batch.sub);
             batch.sub += 1;
             if previous.lease != 0 {
                 self.leases.detach(LeaseId(previous.lease), key);
@@ -500,7 +489,7 @@ impl Store {
             };
             any = true;
             let ordering = match &compare.target {
-                CompareTarget::Value(value) => version.value.as_ref().cmp(value.as_slice()),
+                CompareTarget::Value(value) => version.value().cmp(value.as_slice()),
                 CompareTarget::Version(v) => version.version.cmp(v),
                 CompareTarget::Create(r) => version.create.cmp(&r.0),
                 CompareTarget::Mod(r) => version.main.cmp(&r.0),
@@ -746,8 +735,8 @@ impl Store {
                 hasher.update(&version.create.to_le_bytes());
                 hasher.update(&version.version.to_le_bytes());
                 hasher.update(&version.lease.to_le_bytes());
-                hasher.update(&(version.value.len() as u32).to_le_bytes());
-                hasher.update(&version.value);
+                hasher.update(&(version.value().len() as u32).to_le_bytes());
+                hasher.update(version.value());
             }
         }
         Ok(HashKv {
