@@ -50,12 +50,17 @@ pub struct Proposal {
 }
 
 /// Encodes a batch of write requests as Raft entry data.
+///
+/// The buffer is sized from `size_hint` (the requests' expected encoded bytes) and
+/// trimmed if that was well over: the entry stays in the in-memory Raft log until the
+/// next snapshot, so slack left by doubling a buffer would stay resident as long.
 pub fn encode_proposal<'a>(
     origin: u64,
     proposal_id: u64,
     requests: impl ExactSizeIterator<Item = &'a Request>,
+    size_hint: usize,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
+    let mut out = Vec::with_capacity(PROPOSAL_HEAD_BYTES + size_hint);
     out.push(PROPOSAL_FORMAT);
     out.extend_from_slice(&origin.to_le_bytes());
     out.extend_from_slice(&proposal_id.to_le_bytes());
@@ -64,8 +69,14 @@ pub fn encode_proposal<'a>(
         // A codec frame is `u32 body length | body`: exactly this format's item.
         encode_request(0, request, &mut out);
     }
+    if out.capacity() - out.len() > out.len() / 16 {
+        out.shrink_to_fit();
+    }
     out
 }
+
+/// Bytes of a proposal before its requests: format, origin, proposal id, count.
+const PROPOSAL_HEAD_BYTES: usize = 1 + 8 + 8 + 4;
 
 /// Reads only the origin member and proposal id of a proposal.
 pub fn decode_proposal_origin(data: &[u8]) -> Result<(u64, u64)> {
@@ -400,8 +411,14 @@ mod tests {
                 physical: false,
             },
         ];
-        let data = encode_proposal(9, 42, requests.iter());
+        let data = encode_proposal(9, 42, requests.iter(), 0);
         assert_eq!(decode_proposal_origin(&data).unwrap(), (9, 42));
+        // Whatever the hint, the entry keeps little slack (it lives until a snapshot).
+        for hint in [0, 1 << 20] {
+            let sized = encode_proposal(9, 42, requests.iter(), hint);
+            assert_eq!(sized, data);
+            assert!(sized.capacity() - sized.len() <= sized.len() / 16);
+        }
         let proposal = decode_proposal(&data).unwrap();
         assert_eq!(
             proposal,
@@ -417,7 +434,7 @@ mod tests {
     #[test]
     fn damaged_proposals_are_errors() {
         let requests = [Request::LeaseLeases];
-        let data = encode_proposal(1, 2, requests.iter());
+        let data = encode_proposal(1, 2, requests.iter(), 1 << 20);
         for cut in 0..data.len() {
             assert!(decode_proposal(&data[..cut]).is_err(), "cut at {cut}");
         }

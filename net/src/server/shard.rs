@@ -1107,7 +1107,8 @@ impl Shard {
     fn propose(&mut self, requests: Vec<Request>, clients: Vec<Option<Client>>) {
         let proposal_id = self.next_proposal;
         self.next_proposal += 1;
-        let data = encode_proposal(self.ids.member, proposal_id, requests.iter());
+        let size_hint = requests.iter().map(request_size_hint).sum();
+        let data = encode_proposal(self.ids.member, proposal_id, requests.iter(), size_hint);
         match self.raft.propose(data) {
             Ok(Proposed::Appended { .. } | Proposed::Forwarded { .. }) => {
                 let deadline = Instant::now() + self.request_timeout();
