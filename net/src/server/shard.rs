@@ -223,6 +223,11 @@ pub(crate) struct Shard {
     persisting: VecDeque<(u64, bool)>,
     /// Index of the last entry handed to the WAL.
     last_written: LogIndex,
+    /// Term and vote of the last hard state handed to the WAL (None before the first).
+    written_term_vote: Option<(Term, Option<MemberId>)>,
+    /// A hard state that only moved the commit index, not written yet: it goes with the
+    /// next append (see `handle_ready`).
+    deferred_hard_state: Option<HardState>,
     applied: LogIndex,
     snapshot_index: LogIndex,
     /// Requests and entry bytes applied since the last snapshot started.
@@ -503,6 +508,8 @@ impl Shard {
             reads_ready: Vec::new(),
             persisting: VecDeque::new(),
             last_written,
+            written_term_vote: None,
+            deferred_hard_state: None,
             applied: snapshot_index,
             snapshot_index,
             applied_requests_since_snapshot: 0,
@@ -1204,9 +1211,17 @@ impl Shard {
             self.install_snapshot(&snapshot);
             self.installing_snapshot = Some(ready.number);
             self.persist(&ready, Some(snapshot));
-        } else if ready.must_persist() {
+        } else if ready.must_persist() && !self.commit_only(&ready) {
             self.persist(&ready, None);
         } else {
+            // Nothing to persist, or only a commit index (which Raft may lose: a
+            // restarted member learns it again from the leader, or as the leader from
+            // its first entry of the new term, and never applies beyond it): the commit
+            // goes with the next append instead of an fsync of its own (etcd syncs
+            // only for entries, term and vote too).
+            if let Some(hard_state) = ready.hard_state {
+                self.deferred_hard_state = Some(hard_state);
+            }
             self.persisting.push_back((ready.number, true));
             self.acknowledge_durable_readies();
         }
@@ -1217,6 +1232,16 @@ impl Shard {
             self.read_state(read);
         }
         self.maybe_snapshot();
+    }
+
+    /// Whether `ready` only moves the commit index: no entries, no snapshot, and the
+    /// term and vote already handed to the WAL.
+    fn commit_only(&self, ready: &Ready) -> bool {
+        ready.entries.is_empty()
+            && ready.snapshot.is_none()
+            && ready
+                .hard_state
+                .is_some_and(|h| self.written_term_vote == Some((h.term, h.vote)))
     }
 
     /// Hands a Ready's entries and hard state to the WAL as one atomic append. With a
@@ -1244,7 +1269,13 @@ impl Shard {
         if let Some(last) = ready.entries.last() {
             self.last_written = last.index;
         }
-        let hard_state = ready.hard_state.map(|h| corekv_wal::HardState {
+        // A deferred commit-only hard state is older than the Ready's own, if any.
+        let deferred = self.deferred_hard_state.take();
+        let newest = ready.hard_state.or(deferred);
+        if let Some(h) = newest {
+            self.written_term_vote = Some((h.term, h.vote));
+        }
+        let hard_state = newest.map(|h| corekv_wal::HardState {
             term: to_wal_term(h.term),
             vote: corekv_wal::MemberId(h.vote.map_or(0, |m| m.0)),
             commit: to_wal_index(h.commit),
