@@ -30,7 +30,9 @@
 //!    then `rd.entries` (if the first entry's index is at or below the last durable
 //!    index, first delete every durable entry from that index on), then `rd.hard_state`.
 //!    Several readies may be in the write pipeline at once (group commit), but they must
-//!    become durable in the order they were taken.
+//!    become durable in the order they were taken. A hard state that changes only the
+//!    commit index need not be written at once (commit is volatile in Raft): the driver
+//!    may carry it in a later write, as etcd skips the fsync for it.
 //! 4. Once they are durable, call [`RawNode::on_persisted`]`(rd.number)`. This is the
 //!    acknowledgement of persistence: it lets the leader count its own log toward the
 //!    commit quorum, lets a follower's acknowledgements leave, and makes the newly

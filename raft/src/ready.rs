@@ -28,7 +28,9 @@ pub struct Ready {
     pub number: u64,
     /// Set when the leader or role changed since the previous Ready.
     pub soft_state: Option<SoftState>,
-    /// Persist (atomically with `entries`) if set.
+    /// Persist (atomically with `entries`) if set. A driver may defer one that changes
+    /// only `commit` (same term and vote as the last written) and write it with a later
+    /// Ready: a restart then takes the commit from the snapshot or learns it again.
     pub hard_state: Option<HardState>,
     /// A snapshot received from the leader: persist it and install it into the state
     /// machine before applying `committed_entries`. It replaces the whole log.

@@ -38,10 +38,12 @@
 //!   whole limit may be allocated for one incoming frame, so it also bounds the memory
 //!   one message connection holds;
 //! * `snapshot_bytes_max` bytes in the frame of a snapshot connection, data included: the
-//!   same checks, and a snapshot over it is reported failed. The receiver reads the data
-//!   in pieces of [`SNAPSHOT_READ_PIECE_BYTES`], growing its buffer only as bytes arrive,
-//!   so a snapshot of gigabytes needs no frame limit of gigabytes on message connections
-//!   and a lying length costs nothing until the bytes are really sent;
+//!   same checks, and a snapshot over it is reported failed. Its head (allocated at once)
+//!   is still held to `frame_bytes_max`; its data is read in pieces of
+//!   [`SNAPSHOT_READ_PIECE_BYTES`] into a buffer that grows (doubling, never past the
+//!   announced length) only as bytes arrive, so a snapshot of gigabytes needs no frame
+//!   limit of gigabytes on message connections and a lying data length costs memory
+//!   only in proportion to the bytes really sent;
 //! * a frame holds at most [`FRAME_BYTES_TARGET`] bytes of ordinary messages (one larger
 //!   message travels alone), so one write and one inbox batch stay a few MB;
 //! * [`INCOMING_CONNECTIONS_MAX`] accepted connections open at once: more are closed as

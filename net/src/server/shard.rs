@@ -304,6 +304,14 @@ fn to_wal_index(index: LogIndex) -> corekv_wal::LogIndex {
     corekv_wal::LogIndex(index.0)
 }
 
+fn to_wal_hard_state(h: HardState) -> corekv_wal::HardState {
+    corekv_wal::HardState {
+        term: to_wal_term(h.term),
+        vote: corekv_wal::MemberId(h.vote.map_or(0, |m| m.0)),
+        commit: to_wal_index(h.commit),
+    }
+}
+
 /// This member's id and the cluster's, derived from `--initial-cluster`, the peer URLs
 /// and `--initial-cluster-token` as etcd derives them (see `members`).
 pub fn derive_ids(config: &ServerConfig) -> Ids {
@@ -667,6 +675,17 @@ impl Shard {
             self.flush_replies();
             if self.shutting_down && self.persisting.is_empty() && self.proposals.is_empty() {
                 break;
+            }
+        }
+        // A commit index deferred from the WAL is written before a clean stop, so that
+        // a restart applies everything this member applied (a removed member finds its
+        // removal again, serializable reads start where they stopped).
+        if let Some(hard_state) = self.deferred_hard_state.take() {
+            if self.poisoned.is_none() {
+                let record = WalRecord::HardState(to_wal_hard_state(hard_state));
+                if let Err(error) = self.wal.append(&[record]).await {
+                    eprintln!("corekv: writing the last commit index at shutdown failed: {error}");
+                }
             }
         }
         // Let the last replies reach the cores.
@@ -1236,9 +1255,15 @@ impl Shard {
 
     /// Whether `ready` only moves the commit index: no entries, no snapshot, and the
     /// term and vote already handed to the WAL.
+    /// A commit that applies a configuration change is written at once: a member that
+    /// applies its own removal stops, and must find the removal again if restarted.
     fn commit_only(&self, ready: &Ready) -> bool {
         ready.entries.is_empty()
             && ready.snapshot.is_none()
+            && !ready
+                .committed_entries
+                .iter()
+                .any(|entry| entry.kind == EntryKind::ConfChange)
             && ready
                 .hard_state
                 .is_some_and(|h| self.written_term_vote == Some((h.term, h.vote)))
@@ -1275,11 +1300,7 @@ impl Shard {
         if let Some(h) = newest {
             self.written_term_vote = Some((h.term, h.vote));
         }
-        let hard_state = newest.map(|h| corekv_wal::HardState {
-            term: to_wal_term(h.term),
-            vote: corekv_wal::MemberId(h.vote.map_or(0, |m| m.0)),
-            commit: to_wal_index(h.commit),
-        });
+        let hard_state = newest.map(to_wal_hard_state);
         let number = ready.number;
         self.persisting.push_back((number, false));
         let wal = self.wal.clone();

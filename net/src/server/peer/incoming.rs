@@ -140,7 +140,13 @@ async fn serve_connection(
     let mut head = Vec::new();
     match lane {
         Lane::Messages => loop {
-            let Some(messages) = read_frame(&mut stream, shared.frame_bytes_max, &mut head).await?
+            let Some(messages) = read_frame(
+                &mut stream,
+                shared.frame_bytes_max,
+                shared.frame_bytes_max,
+                &mut head,
+            )
+            .await?
             else {
                 return Ok(());
             };
@@ -156,9 +162,16 @@ async fn serve_connection(
         },
         Lane::Members => Ok(()),
         Lane::Snapshot => {
-            let messages = read_frame(&mut stream, shared.snapshot_bytes_max, &mut head)
-                .await?
-                .ok_or(PeerError::Closed)?;
+            // The snapshot's data may be gigabytes; its head is a few bytes per member
+            // and is held to the message limit (it is allocated before it is read).
+            let messages = read_frame(
+                &mut stream,
+                shared.snapshot_bytes_max,
+                shared.frame_bytes_max,
+                &mut head,
+            )
+            .await?
+            .ok_or(PeerError::Closed)?;
             let [message] = messages.as_slice() else {
                 return Err(PeerError::Malformed(
                     "a snapshot frame holds other than one message",
@@ -220,12 +233,15 @@ fn log_refusal(
 }
 
 /// Reads one frame: `None` if the stream ends cleanly before it. The head is read into
-/// `head` and each snapshot's data straight into its own buffer, grown by at most
-/// [`SNAPSHOT_READ_PIECE_BYTES`] at a time as the bytes arrive; every length is checked
-/// against `frame_bytes_max` before anything is allocated.
+/// `head` and each snapshot's data straight into its own buffer, read
+/// [`SNAPSHOT_READ_PIECE_BYTES`] at a time and grown (doubling, never past the announced
+/// length) only as the bytes arrive; every length is checked
+/// against `frame_bytes_max` (the whole frame) and `head_bytes_max` (prefix and head,
+/// which are allocated at once) before anything is allocated.
 pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     frame_bytes_max: usize,
+    head_bytes_max: usize,
     head: &mut Vec<u8>,
 ) -> Result<Option<Vec<Message>>, PeerError> {
     let mut prefix = [0u8; codec::FRAME_PREFIX_BYTES];
@@ -241,6 +257,13 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
         .await
         .map_err(PeerError::io("reading a frame prefix"))?;
     let prefix = codec::decode_frame_prefix(&prefix, frame_bytes_max)?;
+    let head_frame = (codec::FRAME_PREFIX_BYTES + prefix.head_bytes) as u64;
+    if head_frame > head_bytes_max as u64 {
+        return Err(PeerError::FrameTooLarge {
+            length: head_frame,
+            max: head_bytes_max as u64,
+        });
+    }
     head.clear();
     head.resize(prefix.head_bytes, 0);
     reader

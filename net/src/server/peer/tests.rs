@@ -55,7 +55,7 @@ fn config(me: u64, port: u16, peers: &[(u64, u16)]) -> PeerConfig {
             .map(|&(id, port)| (id, vec![address(port)]))
             .collect(),
         frame_bytes_max: 1 << 20,
-        snapshot_bytes_max: 1 << 20,
+        snapshot_bytes_max: 8 << 30,
         queue_messages_max: 1024,
         backoff_min: Duration::from_millis(10),
         backoff_max: Duration::from_millis(100),
@@ -171,9 +171,20 @@ async fn raw_handshake(
     from: u64,
     to: u64,
 ) -> (TcpStream, handshake::Reply) {
+    raw_handshake_on(Lane::Messages, port, cluster, from, to).await
+}
+
+/// [`raw_handshake`] for a connection of the given lane.
+async fn raw_handshake_on(
+    lane: Lane,
+    port: u16,
+    cluster: u64,
+    from: u64,
+    to: u64,
+) -> (TcpStream, handshake::Reply) {
     let mut stream = TcpStream::connect(address(port)).await.expect("connects");
     stream
-        .write_all(&handshake::encode_hello(Lane::Messages, cluster, from, to))
+        .write_all(&handshake::encode_hello(lane, cluster, from, to))
         .await
         .expect("writes hello");
     let mut reply = [0u8; handshake::REPLY_BYTES];
@@ -337,6 +348,18 @@ fn garbage_closes_the_connection() {
         over.extend_from_slice(&(1u64 << 20).to_le_bytes());
         stream.write_all(&over).await.expect("writes");
         assert!(closed_by_peer(&mut stream).await, "frame over the limit");
+
+        // A snapshot connection may announce gigabytes of data, but not a head over the
+        // frame limit of messages (the head is allocated before it is read).
+        let (mut stream, reply) = raw_handshake_on(Lane::Snapshot, 26031, CLUSTER, 1, 2).await;
+        assert_eq!(reply.status, HandshakeStatus::Accepted);
+        let mut lying = u32::MAX.to_le_bytes().to_vec();
+        lying.extend_from_slice(&0u64.to_le_bytes());
+        stream.write_all(&lying).await.expect("writes");
+        assert!(
+            closed_by_peer(&mut stream).await,
+            "snapshot head over the limit"
+        );
 
         let (mut stream, _) = raw_handshake(26031, CLUSTER, 1, 2).await;
         let forged = codec::encode_frame(0, &[heartbeat(3, 2, 0)]).expect("encodes");

@@ -10,11 +10,14 @@
 //! * 3, not the leader: request u64 (the follower asks again once it knows the leader).
 //!
 //! A query is answered, or fails with etcd's "request timed out" (or "no leader" when no
-//! leader is known) after the request timeout. Invariants: decoding never panics and
+//! leader is known) after the request timeout; until then it is asked again whenever the
+//! leader changes and every half second. Only the member asked is believed. All members
+//! must run a version that knows the `Node` message (an older one closes the connection
+//! on it). Invariants: decoding never panics and
 //! refuses trailing or unknown bytes; a follower never answers a remaining TTL from its
 //! own store.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use corekv_engine::LeaseId;
 use corekv_raft::{MemberId, Message, MessageBody, Role};
@@ -161,7 +164,13 @@ pub(super) struct LeaseQuery {
     deadline: Instant,
     /// The member asked, or `None` while no leader is known (asked again at the tick).
     asked: Option<MemberId>,
+    /// When it was asked last: a query or answer lost on the way is asked again after
+    /// [`LEASE_QUERY_RETRY`].
+    asked_at: Instant,
 }
+
+/// How long a follower waits for the leader's answer before asking again.
+const LEASE_QUERY_RETRY: Duration = Duration::from_millis(500);
 
 impl Shard {
     /// A follower's time-to-live request: asks the leader (now, or once one is known).
@@ -181,6 +190,7 @@ impl Shard {
                 keys,
                 deadline: Instant::now() + self.request_timeout(),
                 asked: None,
+                asked_at: Instant::now(),
             },
         );
         self.ask_leader(request);
@@ -206,6 +216,7 @@ impl Shard {
             return;
         };
         query.asked = Some(leader);
+        query.asked_at = Instant::now();
         let message = LeaseMessage::Query {
             request,
             lease: query.lease.0,
@@ -270,9 +281,13 @@ impl Shard {
                 granted_ttl_seconds,
                 keys,
             } => {
-                let Some(query) = self.lease_queries.remove(&request) else {
-                    return; // timed out meanwhile
-                };
+                if self.lease_queries.get(&request).map(|q| q.asked) != Some(Some(from)) {
+                    return; // timed out meanwhile, or an answer from a member not asked
+                }
+                let query = self
+                    .lease_queries
+                    .remove(&request)
+                    .expect("looked up above");
                 let response = Response::LeaseTimeToLive {
                     header: self.header(),
                     id: query.lease,
@@ -296,7 +311,8 @@ impl Shard {
     }
 
     /// At every tick: fails queries past their deadline; asks again those whose leader
-    /// is gone or changed (an answer lost with a dead leader is never waited for).
+    /// is gone or changed, or that waited [`LEASE_QUERY_RETRY`] (a query or an answer
+    /// may be lost with a dead leader or a broken connection).
     pub(super) fn drive_lease_queries(&mut self) {
         let now = Instant::now();
         let leader = self.raft.leader();
@@ -305,7 +321,10 @@ impl Shard {
         for (&request, query) in &self.lease_queries {
             if query.deadline <= now {
                 expired.push(request);
-            } else if query.asked.is_none() || query.asked != leader {
+            } else if query.asked.is_none()
+                || query.asked != leader
+                || now.duration_since(query.asked_at) >= LEASE_QUERY_RETRY
+            {
                 again.push(request);
             }
         }
