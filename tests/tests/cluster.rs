@@ -241,3 +241,51 @@ fn first_acknowledged_write(
         }
     })
 }
+
+/// A put forwarded to a leader that dies before appending it can never be applied once
+/// an entry of a newer term is: the follower that took it answers etcd's "leader
+/// changed" (Unavailable, which clients retry) right after the new leader's first entry,
+/// instead of at the request timeout (7 s).
+#[test]
+fn a_put_forwarded_to_a_dead_leader_fails_at_the_next_term() {
+    use corekv_net::protocol::{Request, Response};
+    use corekv_tests::cluster::{request, Failure};
+
+    let mut cluster = Cluster::start(ClusterOptions::new("cluster-lost-forward", 3));
+    let leader = cluster.agreed_leader(&[0, 1, 2], AGREEMENT_TIMEOUT);
+    let follower = (0..3).find(|i| *i != leader).expect("a follower");
+    let put = |key: &str| {
+        Request::Put(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            ..PutRequest::default()
+        })
+    };
+    assert!(matches!(
+        request(cluster.address(follower), put("before"), AGREEMENT_TIMEOUT),
+        Ok(Response::Put(..))
+    ));
+    cluster.kill(leader);
+    // The follower still follows the dead leader for up to an election timeout: the put
+    // is forwarded to it and lost.
+    let sent = Instant::now();
+    let answer = request(
+        cluster.address(follower),
+        put("lost"),
+        Duration::from_secs(6),
+    );
+    let waited = sent.elapsed();
+    eprintln!("a put forwarded to the dead leader: {answer:?} after {waited:?}");
+    match answer {
+        Err(Failure::Refused { code, message }) => {
+            assert_eq!((code, message.as_str()), (14, "etcdserver: leader changed"));
+        }
+        // The new leader may have been elected before the put left: then it succeeds.
+        Ok(Response::Put(..)) => {}
+        other => panic!("a put forwarded to a dead leader answered {other:?} after {waited:?}"),
+    }
+    assert!(
+        waited <= 3 * ELECTION_TIMEOUT,
+        "answered after {waited:?}, not at the next term"
+    );
+}

@@ -149,6 +149,8 @@ struct PendingProposal {
     /// (the entry's bytes were encoded from them; other members decode those bytes).
     requests: Vec<Request>,
     deadline: Instant,
+    /// This member's term when it proposed (or forwarded) the requests.
+    term: Term,
 }
 
 /// A snapshot being encoded by the shard and streamed to its file by a task.
@@ -221,6 +223,8 @@ pub(crate) struct Shard {
     reads_ready: Vec<(LogIndex, Vec<WaitingRead>)>,
     /// Ready numbers handed to the WAL, in order, with whether they are durable.
     persisting: VecDeque<(u64, bool)>,
+    /// Term of the last entry applied (0 until one is applied after start).
+    applied_term: Term,
     /// Index of the last entry handed to the WAL.
     last_written: LogIndex,
     /// Term and vote of the last hard state handed to the WAL (None before the first).
@@ -516,6 +520,7 @@ impl Shard {
             reads_ready: Vec::new(),
             persisting: VecDeque::new(),
             last_written,
+            applied_term: Term(0),
             written_term_vote: None,
             deferred_hard_state: None,
             applied: snapshot_index,
@@ -1144,6 +1149,7 @@ impl Shard {
                         clients,
                         requests,
                         deadline,
+                        term: self.raft.term(),
                     },
                 );
             }
@@ -1349,6 +1355,28 @@ impl Shard {
         .detach();
     }
 
+    /// Fails the proposals made in a term before `term` that are still waiting, once an
+    /// entry of `term` is applied: a leader appends a proposal in the term it was sent in
+    /// (Raft drops messages of older terms), and the log's terms never decrease, so an
+    /// entry of an older term can no longer follow. Their clients (those of a proposal
+    /// forwarded to a leader that died, mostly) get a retryable error now instead of at
+    /// the request timeout.
+    fn fail_proposals_before(&mut self, term: Term) {
+        let lost: Vec<u64> = self
+            .proposals
+            .iter()
+            .filter(|(_, pending)| pending.term < term)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            let pending = self.proposals.remove(&id).expect("listed above");
+            self.proposals_failed += 1;
+            for client in pending.clients.into_iter().flatten() {
+                self.reply_error(client, CODE_UNAVAILABLE, "etcdserver: leader changed");
+            }
+        }
+    }
+
     /// Applies one committed entry and answers the clients waiting for it.
     fn apply(&mut self, entry: Entry) {
         assert!(
@@ -1356,6 +1384,10 @@ impl Shard {
             "shard: entries are applied in order, once"
         );
         self.applied = entry.index;
+        if entry.term > self.applied_term {
+            self.applied_term = entry.term;
+            self.fail_proposals_before(entry.term);
+        }
         if entry.kind == EntryKind::ConfChange {
             // Raft already changed its configuration; the member table follows.
             self.apply_conf_change(&entry);
