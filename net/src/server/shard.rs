@@ -1362,17 +1362,23 @@ impl Shard {
     /// forwarded to a leader that died, mostly) get a retryable error now instead of at
     /// the request timeout.
     fn fail_proposals_before(&mut self, term: Term) {
-        let lost: Vec<u64> = self
+        self.fail_proposals(|pending| pending.term < term, "etcdserver: leader changed");
+    }
+
+    /// Drops the waiting proposals that `lost` picks and answers their clients with
+    /// `message` (Unavailable: clients retry).
+    fn fail_proposals(&mut self, lost: impl Fn(&PendingProposal) -> bool, message: &str) {
+        let ids: Vec<u64> = self
             .proposals
             .iter()
-            .filter(|(_, pending)| pending.term < term)
+            .filter(|(_, pending)| lost(pending))
             .map(|(id, _)| *id)
             .collect();
-        for id in lost {
+        for id in ids {
             let pending = self.proposals.remove(&id).expect("listed above");
             self.proposals_failed += 1;
             for client in pending.clients.into_iter().flatten() {
-                self.reply_error(client, CODE_UNAVAILABLE, "etcdserver: leader changed");
+                self.reply_error(client, CODE_UNAVAILABLE, message);
             }
         }
     }
@@ -1959,19 +1965,7 @@ impl Shard {
     fn expire_requests(&mut self) {
         let now = Instant::now();
         let timed_out = "etcdserver: request timed out";
-        let expired: Vec<u64> = self
-            .proposals
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            let pending = self.proposals.remove(&id).expect("listed above");
-            self.proposals_failed += 1;
-            for client in pending.clients.into_iter().flatten() {
-                self.reply_error(client, CODE_UNAVAILABLE, timed_out);
-            }
-        }
+        self.fail_proposals(|pending| pending.deadline <= now, timed_out);
         let no_leader = self.raft.leader().is_none();
         let message = if no_leader {
             "etcdserver: no leader"
