@@ -80,10 +80,7 @@ const PROPOSAL_HEAD_BYTES: usize = 1 + 8 + 8 + 4;
 
 /// Reads only the origin member and proposal id of a proposal.
 pub fn decode_proposal_origin(data: &[u8]) -> Result<(u64, u64)> {
-    let mut reader = Reader {
-        bytes: data,
-        offset: 0,
-    };
+    let mut reader = Reader::new(data);
     let format = reader.u8()?;
     ensure!(
         format == PROPOSAL_FORMAT,
@@ -94,10 +91,7 @@ pub fn decode_proposal_origin(data: &[u8]) -> Result<(u64, u64)> {
 
 /// Decodes Raft entry data written by [`encode_proposal`].
 pub fn decode_proposal(data: &[u8]) -> Result<Proposal> {
-    let mut reader = Reader {
-        bytes: data,
-        offset: 0,
-    };
+    let mut reader = Reader::new(data);
     let format = reader.u8()?;
     ensure!(
         format == PROPOSAL_FORMAT,
@@ -182,7 +176,7 @@ pub fn encode_member_table(table: &MemberTable) -> Vec<u8> {
 
 /// Decodes what [`encode_member_table`] wrote.
 pub fn decode_member_table(bytes: &[u8]) -> Result<MemberTable> {
-    let mut reader = Reader { bytes, offset: 0 };
+    let mut reader = Reader::new(bytes);
     let table = reader.member_table()?;
     ensure!(reader.remaining() == 0, "member table has trailing bytes");
     Ok(table)
@@ -202,10 +196,7 @@ fn put_member_table(out: &mut Vec<u8>, table: &MemberTable) {
 
 /// Splits a snapshot payload into membership, member table and engine bytes.
 pub fn decode_snapshot_payload(payload: &[u8]) -> Result<(ConfState, MemberTable, &[u8])> {
-    let mut reader = Reader {
-        bytes: payload,
-        offset: 0,
-    };
+    let mut reader = Reader::new(payload);
     let format = if payload.len() >= 5 && payload[..4] == SNAPSHOT_FORMAT_MARKER.to_le_bytes() {
         reader.take(4)?;
         reader.u8()?
@@ -265,7 +256,7 @@ pub fn decode_conf_context(bytes: &[u8]) -> Result<Option<ConfContext>> {
     if bytes.is_empty() {
         return Ok(None);
     }
-    let mut reader = Reader { bytes, offset: 0 };
+    let mut reader = Reader::new(bytes);
     let format = reader.u8()?;
     ensure!(
         format == CONF_CONTEXT_FORMAT,
@@ -306,17 +297,23 @@ fn put_member(out: &mut Vec<u8>, member: &MemberInfo) {
     out.push(u8::from(member.is_learner));
 }
 
-struct Reader<'a> {
+/// Little-endian reads over a byte slice, each checked against what is left (the
+/// encodings of this module and the shard's node messages).
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     offset: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn remaining(&self) -> usize {
+    pub(crate) fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes, offset: 0 }
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
         self.bytes.len() - self.offset
     }
 
-    fn take(&mut self, length: usize) -> Result<&'a [u8]> {
+    pub(crate) fn take(&mut self, length: usize) -> Result<&'a [u8]> {
         ensure!(
             length <= self.remaining(),
             "needs {length} bytes at offset {}, {} left",
@@ -328,17 +325,17 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
-    fn u8(&mut self) -> Result<u8> {
+    pub(crate) fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<u32> {
+    pub(crate) fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
 
-    fn u64(&mut self) -> Result<u64> {
+    pub(crate) fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))

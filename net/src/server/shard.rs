@@ -1259,10 +1259,10 @@ impl Shard {
         self.maybe_snapshot();
     }
 
-    /// Whether `ready` only moves the commit index: no entries, no snapshot, and the
-    /// term and vote already handed to the WAL.
-    /// A commit that applies a configuration change is written at once: a member that
-    /// applies its own removal stops, and must find the removal again if restarted.
+    /// Whether `ready` only moves the commit index: no entries, no snapshot, the term
+    /// and vote already handed to the WAL, and no configuration change committed (that
+    /// commit is written at once: a member that applies its own removal stops, and must
+    /// find the removal again if restarted).
     fn commit_only(&self, ready: &Ready) -> bool {
         ready.entries.is_empty()
             && ready.snapshot.is_none()
@@ -1557,25 +1557,28 @@ impl Shard {
     }
 
     /// Lease `id`'s time-to-live from this member's store (its remaining TTL is right on
-    /// the leader only, which tracks the deadlines).
-    fn lease_time_to_live(&self, id: LeaseId, keys: bool) -> Response {
-        let header = self.header();
-        match self.store.lease_time_to_live(id, self.now_ms(), keys) {
-            Ok(ttl) => Response::LeaseTimeToLive {
-                header,
-                id,
-                ttl_seconds: ttl.ttl_seconds,
-                granted_ttl_seconds: ttl.granted_ttl_seconds,
-                keys: ttl.keys,
-            },
-            // etcd answers an unknown lease with TTL -1, not an error.
-            Err(_) => Response::LeaseTimeToLive {
-                header,
+    /// the leader only, which tracks the deadlines); etcd answers an unknown lease with
+    /// TTL -1, not an error.
+    fn lease_ttl(&self, id: LeaseId, keys: bool) -> corekv_engine::LeaseTimeToLive {
+        self.store
+            .lease_time_to_live(id, self.now_ms(), keys)
+            .unwrap_or(corekv_engine::LeaseTimeToLive {
                 id,
                 ttl_seconds: -1,
                 granted_ttl_seconds: 0,
                 keys: Vec::new(),
-            },
+            })
+    }
+
+    /// [`Shard::lease_ttl`] as a response.
+    fn lease_time_to_live(&self, id: LeaseId, keys: bool) -> Response {
+        let ttl = self.lease_ttl(id, keys);
+        Response::LeaseTimeToLive {
+            header: self.header(),
+            id,
+            ttl_seconds: ttl.ttl_seconds,
+            granted_ttl_seconds: ttl.granted_ttl_seconds,
+            keys: ttl.keys,
         }
     }
 

@@ -22,8 +22,11 @@ use std::time::{Duration, Instant};
 use corekv_engine::LeaseId;
 use corekv_raft::{MemberId, Message, MessageBody, Role};
 
+use anyhow::{bail, ensure};
+
 use super::{Client, Shard, CODE_UNAVAILABLE};
 use crate::protocol::Response;
+use crate::server::entry::Reader;
 
 const TAG_QUERY: u8 = 1;
 const TAG_ANSWER: u8 = 2;
@@ -88,7 +91,10 @@ impl LeaseMessage {
 
     /// Decodes a payload; `None` for anything malformed (the caller drops it).
     pub(crate) fn decode(bytes: &[u8]) -> Option<LeaseMessage> {
-        let mut reader = Reader { bytes };
+        Self::read(&mut Reader::new(bytes)).ok()
+    }
+
+    fn read(reader: &mut Reader<'_>) -> anyhow::Result<LeaseMessage> {
         let message = match reader.u8()? {
             TAG_QUERY => LeaseMessage::Query {
                 request: reader.u64()?,
@@ -96,7 +102,7 @@ impl LeaseMessage {
                 keys: match reader.u8()? {
                     0 => false,
                     1 => true,
-                    _ => return None,
+                    other => bail!("keys flag {other}"),
                 },
             },
             TAG_ANSWER => {
@@ -105,9 +111,7 @@ impl LeaseMessage {
                 let granted_ttl_seconds = reader.u64()? as i64;
                 let count = reader.u32()? as usize;
                 // Every key takes at least its 4-byte length: no allocation beyond that.
-                if count > reader.bytes.len() / 4 {
-                    return None;
-                }
+                ensure!(count <= reader.remaining() / 4, "{count} keys claimed");
                 let mut keys = Vec::with_capacity(count);
                 for _ in 0..count {
                     let length = reader.u32()? as usize;
@@ -123,36 +127,10 @@ impl LeaseMessage {
             TAG_NOT_LEADER => LeaseMessage::NotLeader {
                 request: reader.u64()?,
             },
-            _ => return None,
+            other => bail!("unknown node message tag {other}"),
         };
-        reader.bytes.is_empty().then_some(message)
-    }
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, length: usize) -> Option<&'a [u8]> {
-        if self.bytes.len() < length {
-            return None;
-        }
-        let (taken, rest) = self.bytes.split_at(length);
-        self.bytes = rest;
-        Some(taken)
-    }
-
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+        ensure!(reader.remaining() == 0, "trailing bytes");
+        Ok(message)
     }
 }
 
@@ -254,19 +232,12 @@ impl Shard {
                 keys,
             } => {
                 let answer = if self.raft.role() == Role::Leader {
-                    match self.lease_time_to_live(LeaseId(lease), keys) {
-                        Response::LeaseTimeToLive {
-                            ttl_seconds,
-                            granted_ttl_seconds,
-                            keys,
-                            ..
-                        } => LeaseMessage::Answer {
-                            request,
-                            ttl_seconds,
-                            granted_ttl_seconds,
-                            keys,
-                        },
-                        _ => unreachable!("lease_time_to_live answers a time-to-live"),
+                    let ttl = self.lease_ttl(LeaseId(lease), keys);
+                    LeaseMessage::Answer {
+                        request,
+                        ttl_seconds: ttl.ttl_seconds,
+                        granted_ttl_seconds: ttl.granted_ttl_seconds,
+                        keys: ttl.keys,
                     }
                 } else {
                     LeaseMessage::NotLeader { request }
