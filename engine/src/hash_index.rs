@@ -101,7 +101,9 @@ impl HashIndex {
     pub fn with_capacity(keys: usize) -> HashIndex {
         let mut table = HashIndex::default();
         if keys > 0 {
-            table.groups = vec![EMPTY_GROUP; groups_for(keys)];
+            let groups = groups_for(keys);
+            table.groups = crate::huge_pages::vec_with_capacity(groups);
+            table.groups.resize(groups, EMPTY_GROUP);
         }
         table
     }

@@ -30,8 +30,10 @@
 //!
 //! Memory layout and cost per key: see `index` and docs/engine.md.
 
+mod arena;
 mod error;
 mod hash_index;
+mod huge_pages;
 mod index;
 mod lease;
 mod request;

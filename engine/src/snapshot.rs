@@ -23,7 +23,7 @@
 use rkyv::rancor;
 
 use crate::error::{Error, Result};
-use crate::index::{Index, VersionFields, VersionRec};
+use crate::index::{Index, VersionFields};
 use crate::lease::LeaseTable;
 use crate::store::{Store, StoreConfig};
 use crate::types::{KeyBytes, LeaseId};
@@ -374,7 +374,7 @@ impl Store {
                                 version: v.version,
                                 lease: v.lease,
                             };
-                            index.push(&entry.key, VersionRec::new(&entry.key, &v.value, fields));
+                            index.push(&entry.key, fields, &v.value);
                         }
                         key_count += 1;
                         previous_key = Some(entry.key);

@@ -10,7 +10,7 @@
 //! the outcome, so nodes with and without a snapshot in progress stay identical.
 
 use crate::error::{Error, Result};
-use crate::index::{Index, RangeEnd, VersionFields, VersionRec};
+use crate::index::{Index, NewValue, RangeEnd, VersionFields};
 use crate::lease::{LeaseTable, LeaseTimeToLive, LEASE_TTL_SECONDS_MIN_DEFAULT};
 use crate::request::{
     validate_delete_range, validate_put, validate_range, validate_txn, Compare, CompareResult,
@@ -380,9 +380,9 @@ impl Store {
         let watches = &mut self.watches;
         let prev_kv = self.index.upsert(key, |record| {
             let previous = record.and_then(|r| r.live_at(view));
-            let value: &[u8] = match (previous, request.ignore_value) {
-                (Some(previous), true) => previous.value(),
-                _ => &request.value,
+            let (value, new_value) = match (previous, request.ignore_value) {
+                (Some(previous), true) => (previous.value(), previous.same_value()),
+                _ => (&request.value[..], NewValue::Bytes(&request.value)),
             };
             let lease = match (previous, request.ignore_lease) {
                 (Some(previous), true) => previous.lease,
@@ -399,7 +399,6 @@ impl Store {
                 version,
                 lease,
             };
-            let next = VersionRec::new(key, value, fields);
             batch.sub += 1;
             if let Some(previous) = previous {
                 if previous.lease != lease {
@@ -411,15 +410,16 @@ impl Store {
             }
             watches.notify(&Change {
                 key,
-                version: &next,
-                previous,
+                version: &fields,
+                value,
+                previous: previous.map(|p| (*p, p.value())),
             });
             let prev_kv = if request.prev_kv {
                 previous.map(|p| p.to_key_value(key, true))
             } else {
                 None
             };
-            (next, prev_kv)
+            (fields, new_value, prev_kv)
         });
         PutResponse { prev_kv }
     }
@@ -431,18 +431,20 @@ impl Store {
     ) -> DeleteRangeResponse {
         let view = self.view(batch);
         let end = RangeEnd::from_etcd(&request.range_end);
-        let doomed: Vec<(Vec<u8>, VersionRec)> = self
+        // What each deleted key held: its key, fields and value, copied out so that the
+        // index can take the tombstones.
+        let doomed: Vec<(Vec<u8>, VersionFields, Vec<u8>)> = self
             .index
             .range(&request.key, &end)
             .filter_map(|(key, record)| {
                 record
                     .live_at(view)
-                    .map(|v| (key.as_bytes().to_vec(), v.clone()))
+                    .map(|v| (key.as_bytes().to_vec(), *v, v.value().to_vec()))
             })
             .collect();
         let mut prev_kvs = Vec::new();
-        for (key, previous) in &doomed {
-            let tombstone = VersionRec::tombstone(key, batch.main, batch.sub);
+        for (key, previous, previous_value) in &doomed {
+            let tombstone = VersionFields::tombstone(batch.main, batch.sub);
             batch.sub += 1;
             if previous.lease != 0 {
                 self.leases.detach(LeaseId(previous.lease), key);
@@ -450,11 +452,12 @@ impl Store {
             self.watches.notify(&Change {
                 key,
                 version: &tombstone,
-                previous: Some(previous),
+                value: &[],
+                previous: Some((*previous, previous_value)),
             });
-            self.index.push(key, tombstone);
+            self.index.push(key, tombstone, &[]);
             if request.prev_kv {
-                prev_kvs.push(previous.to_key_value(key, true));
+                prev_kvs.push(previous.to_key_value(key, previous_value));
             }
         }
         DeleteRangeResponse {
@@ -725,7 +728,7 @@ impl Store {
         let mut hasher = crc32fast::Hasher::new();
         for (key, record) in self.index.iter() {
             for version in record.versions() {
-                if version.main > upto || !record.retained(version, self.compact) {
+                if version.main > upto || !record.retained(&version, self.compact) {
                     continue;
                 }
                 hasher.update(&(key.as_bytes().len() as u32).to_le_bytes());

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::index::{Index, RangeEnd, VersionRec};
+use crate::index::{Index, RangeEnd, Version, VersionFields};
 use crate::types::{Event, EventKind, KeyValue, Revision};
 
 /// Events a synced watcher may hold before it falls back to catching up.
@@ -82,8 +82,11 @@ impl Watcher {
 /// One change made by a write, as the hub needs it to build events.
 pub(crate) struct Change<'a> {
     pub key: &'a [u8],
-    pub version: &'a VersionRec,
-    pub previous: Option<&'a VersionRec>,
+    /// The new version and its value (empty for a tombstone).
+    pub version: &'a VersionFields,
+    pub value: &'a [u8],
+    /// The live version it replaces, with its value.
+    pub previous: Option<(VersionFields, &'a [u8])>,
 }
 
 /// All watchers of one store.
@@ -220,8 +223,11 @@ impl WatchHub {
             }
             let event = build_event(
                 change.key,
-                change.version,
-                change.previous,
+                (change.version, change.value),
+                change
+                    .previous
+                    .as_ref()
+                    .map(|(fields, value)| (fields, *value)),
                 watcher.request.prev_kv,
             );
             watcher.buffer.push_back(event);
@@ -295,8 +301,8 @@ impl WatchHub {
 
 fn build_event(
     key: &[u8],
-    version: &VersionRec,
-    previous: Option<&VersionRec>,
+    (version, value): (&VersionFields, &[u8]),
+    previous: Option<(&VersionFields, &[u8])>,
     with_prev: bool,
 ) -> Event {
     let kind = if version.is_tombstone() {
@@ -305,7 +311,7 @@ fn build_event(
         EventKind::Put
     };
     let kv = match kind {
-        EventKind::Put => version.to_key_value(key, true),
+        EventKind::Put => version.to_key_value(key, value),
         EventKind::Delete => KeyValue {
             key: key.to_vec(),
             mod_revision: Revision(version.main),
@@ -314,8 +320,8 @@ fn build_event(
     };
     let prev_kv = if with_prev {
         previous
-            .filter(|p| !p.is_tombstone())
-            .map(|p| p.to_key_value(key, true))
+            .filter(|(p, _)| !p.is_tombstone())
+            .map(|(p, value)| p.to_key_value(key, value))
     } else {
         None
     };
@@ -334,13 +340,13 @@ fn catch_up(
 ) -> (Vec<Event>, i64) {
     let from = from.max(watcher.min_revision);
     // (main, sub, key, version, the version before it)
-    type Found<'a> = (i64, u32, &'a [u8], &'a VersionRec, Option<&'a VersionRec>);
+    type Found<'a> = (i64, u32, &'a [u8], Version<'a>, Option<Version<'a>>);
     let mut found: Vec<Found<'_>> = Vec::new();
     for (key, record) in index.range(&watcher.request.key, &watcher.end) {
         if record.latest().main < from {
             continue;
         }
-        let mut previous: Option<&VersionRec> = None;
+        let mut previous: Option<Version<'_>> = None;
         for version in record.versions() {
             if version.main >= from && version.main <= current {
                 found.push((version.main, version.sub, key.as_bytes(), version, previous));
@@ -366,7 +372,12 @@ fn catch_up(
             EventKind::Put
         };
         if watcher.wants(kind) {
-            events.push(build_event(key, version, previous, watcher.request.prev_kv));
+            events.push(build_event(
+                key,
+                (&version, version.value()),
+                previous.as_ref().map(|p| (&**p, p.value())),
+                watcher.request.prev_kv,
+            ));
         }
     }
     (events, next)
