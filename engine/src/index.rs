@@ -10,8 +10,8 @@
 //!
 //! Layout and cost per key (x86_64; measured figures in docs/engine.md):
 //!
-//! * `BTreeMap<Key, u32>` entry: 24-byte [`Key`] (keys up to 22 bytes inline) + 4-byte slot,
-//!   about 40-50 bytes per key once node headers and partly filled nodes are counted.
+//! * `BTreeMap<Key, u32>` entry: 16-byte [`Key`] (keys up to 14 bytes inline) + 4-byte slot,
+//!   about 35-40 bytes per key once node headers and partly filled nodes are counted.
 //! * Hash index: 64-byte groups of 12 buckets (1-byte tag + 4-byte slot), at most 7/8
 //!   full, a power of two of groups: 8 MiB for 1M keys (8.4 bytes per key).
 //! * [`Record`] in the slab: the latest version inline (56 bytes) plus one pointer to the

@@ -5,6 +5,7 @@
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::ptr::NonNull;
 
 /// A main revision of the store: etcd's `revision` / `mod_revision` / `create_revision`.
 ///
@@ -54,24 +55,31 @@ impl fmt::Display for LeaseId {
 }
 
 /// The longest key stored inline, without a heap allocation.
-pub const KEY_INLINE_BYTES_MAX: usize = 22;
+pub const KEY_INLINE_BYTES_MAX: usize = 14;
 
 /// A key in the index: up to [`KEY_INLINE_BYTES_MAX`] bytes inline, longer keys on the heap.
 ///
-/// The type is 24 bytes either way; most etcd keys used for locks, elections and service
-/// registration are longer than 22 bytes and cost one extra allocation, short keys none.
-/// Ordering is plain byte order, as etcd's.
-#[derive(Clone)]
+/// The type is 16 bytes either way (a B-tree leaf of eleven keys and slots then fits
+/// the allocator's 256-byte size class instead of 320); longer keys cost one extra
+/// allocation of exactly their length. Ordering is plain byte order, as etcd's.
 pub struct Key(KeyRepr);
 
-#[derive(Clone)]
 enum KeyRepr {
     Inline {
         len: u8,
         bytes: [u8; KEY_INLINE_BYTES_MAX],
     },
-    Heap(Box<[u8]>),
+    /// A `Box<[u8]>` taken apart, so that its length fits beside the tag in 16 bytes
+    /// (a boxed slice is 16 bytes on its own). Owned by this key: made by [`Key::new`]
+    /// from `Box::into_raw`, given back to a `Box` only in `Drop`.
+    Heap { len: u32, bytes: NonNull<u8> },
 }
+
+// SAFETY: a heap key owns its bytes exclusively (nothing else holds the pointer) and
+// never changes them, exactly as a Box<[u8]> would, which is Send and Sync.
+unsafe impl Send for Key {}
+// SAFETY: as above; shared access only ever reads.
+unsafe impl Sync for Key {}
 
 impl Key {
     /// Copies `bytes` into a key.
@@ -84,7 +92,13 @@ impl Key {
                 bytes: inline,
             })
         } else {
-            Key(KeyRepr::Heap(bytes.into()))
+            let len = u32::try_from(bytes.len()).expect("keys are shorter than 4 GiB");
+            let boxed: Box<[u8]> = bytes.into();
+            let raw = Box::into_raw(boxed);
+            Key(KeyRepr::Heap {
+                len,
+                bytes: NonNull::new(raw.cast::<u8>()).expect("a Box is never null"),
+            })
         }
     }
 
@@ -93,7 +107,12 @@ impl Key {
     pub fn as_bytes(&self) -> &[u8] {
         match &self.0 {
             KeyRepr::Inline { len, bytes } => &bytes[..*len as usize],
-            KeyRepr::Heap(bytes) => bytes,
+            // SAFETY: `bytes` and `len` are the pointer and length of a live Box<[u8]>
+            // this key owns (see KeyRepr::Heap); the slice borrows `self`, so it cannot
+            // outlive the key, which frees the box only when dropped.
+            KeyRepr::Heap { len, bytes } => unsafe {
+                std::slice::from_raw_parts(bytes.as_ptr(), *len as usize)
+            },
         }
     }
 
@@ -101,8 +120,25 @@ impl Key {
     pub fn heap_bytes(&self) -> usize {
         match &self.0 {
             KeyRepr::Inline { .. } => 0,
-            KeyRepr::Heap(bytes) => bytes.len(),
+            KeyRepr::Heap { len, .. } => *len as usize,
         }
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        if let KeyRepr::Heap { len, bytes } = self.0 {
+            let slice = std::ptr::slice_from_raw_parts_mut(bytes.as_ptr(), len as usize);
+            // SAFETY: the pointer and length came from Box::into_raw of a Box<[u8]> in
+            // Key::new, and this is the only place that gives them back, once.
+            drop(unsafe { Box::from_raw(slice) });
+        }
+    }
+}
+
+impl Clone for Key {
+    fn clone(&self) -> Key {
+        Key::new(self.as_bytes())
     }
 }
 
@@ -230,7 +266,7 @@ mod tests {
     use super::*;
 
     fn bytes() -> impl Strategy<Value = Vec<u8>> {
-        // Few distinct bytes and lengths around 8 and 22 make shared prefixes likely.
+        // Few distinct bytes and lengths around 8 and 14 make shared prefixes likely.
         prop::collection::vec(prop::sample::select(vec![0u8, 1, b'a', 255]), 0..30)
     }
 
@@ -242,7 +278,11 @@ mod tests {
             prop_assert_eq!(Key::new(&a).cmp(&Key::new(&b)), a.cmp(&b));
             let key = Key::new(&a);
             prop_assert_eq!(key.as_bytes(), a.as_slice());
+            prop_assert_eq!(std::mem::size_of::<Key>(), 16);
             prop_assert_eq!(Key::new(&a).heap_bytes() > 0, a.len() > KEY_INLINE_BYTES_MAX);
+            let copy = key.clone();
+            drop(key);
+            prop_assert_eq!(copy.as_bytes(), a.as_slice());
         }
     }
 }
