@@ -9,6 +9,8 @@
 //! * [`service`]: KV, Lease, Cluster, Maintenance and Auth; [`watch`]: the Watch
 //!   stream; [`lock`]: Lock and Election, built from KV, lease and watch requests.
 //! * [`convert`]: etcd's messages to and from the shard's requests and responses.
+//! * [`unary`]: the service in front of the router; plain unary gRPC calls (KV, lease
+//!   grant/revoke/time-to-live) skip the router and tonic on its fast path.
 //! * [`serve`]: gRPC and HTTP on one port, served by hyper on the glommio cores;
 //!   `/health`, `/version`, `/metrics`; the tokio runtime streams and timers use.
 //! * [`authority`]: below hyper, rewrites the `scheme://host:port` HTTP/2 authority
@@ -25,4 +27,5 @@ pub mod lock;
 pub mod pb;
 pub mod serve;
 pub mod service;
+pub mod unary;
 pub mod watch;

@@ -29,6 +29,7 @@ use super::pb::etcdserverpb::{
 };
 use super::pb::{v3electionpb::election_server::ElectionServer, v3lockpb::lock_server::LockServer};
 use super::service::{Gateway, ETCD_CLUSTER_VERSION, ETCD_VERSION};
+use super::unary::{failed, ClientService};
 use crate::protocol::{AlarmAction, AlarmType, Request, Response};
 use crate::server::metrics::Metrics;
 
@@ -93,9 +94,10 @@ where
 
 /// Accepts client connections on `listener` (a descriptor every core shares: the
 /// kernel hands each connection to one core) and serves `app` on each, gRPC or HTTP/1.1
-/// as the client speaks, on this core. Runs on a glommio executor that has entered the
+/// as the client speaks, on this core (plain unary gRPC calls on the fast path of
+/// `gateway::unary`). Runs on a glommio executor that has entered the
 /// gateway's tokio runtime.
-pub async fn serve_on_core(app: Router, listener: glommio::net::TcpListener) {
+pub async fn serve_on_core(app: ClientService, listener: glommio::net::TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -109,7 +111,7 @@ pub async fn serve_on_core(app: Router, listener: glommio::net::TcpListener) {
     }
 }
 
-async fn serve_connection(app: Router, stream: glommio::net::TcpStream) {
+async fn serve_connection(app: ClientService, stream: glommio::net::TcpStream) {
     use tokio_util::compat::FuturesAsyncReadCompatExt;
     let _ = stream.set_nodelay(true);
     let io = hyper_util::rt::TokioIo::new(FixAuthority::new(stream.compat()));
@@ -117,9 +119,8 @@ async fn serve_connection(app: Router, stream: glommio::net::TcpStream) {
     // grpc-go servers (etcd) do not limit a connection's streams; hyper's default of
     // 200 would hold the 201st watch of one client back until another ends.
     builder.http2().max_concurrent_streams(u32::MAX);
-    let service = hyper_util::service::TowerToHyperService::new(app);
     // A client that goes away or speaks nonsense ends only its own connection.
-    let _ = builder.serve_connection(io, service).await;
+    let _ = builder.serve_connection(io, app).await;
 }
 
 /// Every route of the client URLs: gRPC services, the JSON gateway, the HTTP endpoints.
@@ -237,7 +238,8 @@ async fn health_check(gateway: &Gateway) -> HttpResponse {
 }
 
 /// Counts every gRPC call by method, with its outcome and latency (to the response
-/// headers: the whole call for unary methods, the set-up for streams).
+/// headers: the whole call for unary methods, the set-up for streams). The unary
+/// fast path counts its calls itself, the same way.
 async fn count_grpc(
     axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
     request: HttpRequest<Body>,
@@ -250,11 +252,7 @@ async fn count_grpc(
     }
     let response = next.run(request).await;
     if let Some(method) = method {
-        let failed = response
-            .headers()
-            .get("grpc-status")
-            .is_some_and(|status| status.as_bytes() != b"0");
-        metrics.grpc_handled(method, !failed, started.elapsed());
+        metrics.grpc_handled(method, !failed(response.headers()), started.elapsed());
     }
     response
 }

@@ -74,55 +74,152 @@ impl Gateway {
     }
 }
 
+/// The unary calls the tonic services and the fast path (`gateway::unary`) both serve:
+/// one function per method, so both paths handle a request the same way.
+impl Gateway {
+    pub(crate) async fn unary_range(
+        &self,
+        request: pb::RangeRequest,
+    ) -> Result<pb::RangeResponse, Status> {
+        let request = convert::range_request(request);
+        match self.call(Request::Range(request)).await? {
+            Response::Range(h, r) => Ok(convert::range_response(header(&h), r)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(crate) async fn unary_put(
+        &self,
+        request: pb::PutRequest,
+    ) -> Result<pb::PutResponse, Status> {
+        self.check_size(request.encoded_len())?;
+        let request = convert::put_request(request);
+        match self.call(Request::Put(request)).await? {
+            Response::Put(h, r) => Ok(convert::put_response(header(&h), r)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(crate) async fn unary_delete_range(
+        &self,
+        request: pb::DeleteRangeRequest,
+    ) -> Result<pb::DeleteRangeResponse, Status> {
+        let request = convert::delete_range_request(request);
+        match self.call(Request::DeleteRange(request)).await? {
+            Response::DeleteRange(h, r) => Ok(convert::delete_range_response(header(&h), r)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(crate) async fn unary_txn(
+        &self,
+        request: pb::TxnRequest,
+    ) -> Result<pb::TxnResponse, Status> {
+        self.check_size(request.encoded_len())?;
+        let request = convert::txn_request(request)?;
+        match self.call(Request::Txn(request)).await? {
+            Response::Txn(h, r) => Ok(convert::txn_response(header(&h), r)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(crate) async fn unary_lease_grant(
+        &self,
+        request: pb::LeaseGrantRequest,
+    ) -> Result<pb::LeaseGrantResponse, Status> {
+        let grant = Request::LeaseGrant {
+            id: LeaseId(request.id),
+            ttl_seconds: request.ttl,
+        };
+        match self.call(grant).await? {
+            Response::LeaseGrant {
+                header: h,
+                id,
+                ttl_seconds,
+            } => Ok(pb::LeaseGrantResponse {
+                header: header(&h),
+                id: id.0,
+                ttl: ttl_seconds,
+                error: String::new(),
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(crate) async fn unary_lease_revoke(
+        &self,
+        request: pb::LeaseRevokeRequest,
+    ) -> Result<pb::LeaseRevokeResponse, Status> {
+        let id = LeaseId(request.id);
+        match self.call(Request::LeaseRevoke { id }).await? {
+            Response::LeaseRevoke(h) => Ok(pb::LeaseRevokeResponse { header: header(&h) }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(crate) async fn unary_lease_time_to_live(
+        &self,
+        request: pb::LeaseTimeToLiveRequest,
+    ) -> Result<pb::LeaseTimeToLiveResponse, Status> {
+        let ask = Request::LeaseTimeToLive {
+            id: LeaseId(request.id),
+            keys: request.keys,
+        };
+        match self.call(ask).await? {
+            Response::LeaseTimeToLive {
+                header: h,
+                id,
+                ttl_seconds,
+                granted_ttl_seconds,
+                keys,
+            } => Ok(pb::LeaseTimeToLiveResponse {
+                header: header(&h),
+                id: id.0,
+                ttl: ttl_seconds,
+                granted_ttl: granted_ttl_seconds,
+                keys,
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl pb::kv_server::Kv for Gateway {
     async fn range(
         &self,
         request: GrpcRequest<pb::RangeRequest>,
     ) -> Result<GrpcResponse<pb::RangeResponse>, Status> {
-        let request = convert::range_request(request.into_inner());
-        match self.call(Request::Range(request)).await? {
-            Response::Range(h, r) => Ok(GrpcResponse::new(convert::range_response(header(&h), r))),
-            other => Err(unexpected(&other)),
-        }
+        self.unary_range(request.into_inner())
+            .await
+            .map(GrpcResponse::new)
     }
 
     async fn put(
         &self,
         request: GrpcRequest<pb::PutRequest>,
     ) -> Result<GrpcResponse<pb::PutResponse>, Status> {
-        self.check_size(request.get_ref().encoded_len())?;
-        let request = convert::put_request(request.into_inner());
-        match self.call(Request::Put(request)).await? {
-            Response::Put(h, r) => Ok(GrpcResponse::new(convert::put_response(header(&h), r))),
-            other => Err(unexpected(&other)),
-        }
+        self.unary_put(request.into_inner())
+            .await
+            .map(GrpcResponse::new)
     }
 
     async fn delete_range(
         &self,
         request: GrpcRequest<pb::DeleteRangeRequest>,
     ) -> Result<GrpcResponse<pb::DeleteRangeResponse>, Status> {
-        let request = convert::delete_range_request(request.into_inner());
-        match self.call(Request::DeleteRange(request)).await? {
-            Response::DeleteRange(h, r) => Ok(GrpcResponse::new(convert::delete_range_response(
-                header(&h),
-                r,
-            ))),
-            other => Err(unexpected(&other)),
-        }
+        self.unary_delete_range(request.into_inner())
+            .await
+            .map(GrpcResponse::new)
     }
 
     async fn txn(
         &self,
         request: GrpcRequest<pb::TxnRequest>,
     ) -> Result<GrpcResponse<pb::TxnResponse>, Status> {
-        self.check_size(request.get_ref().encoded_len())?;
-        let request = convert::txn_request(request.into_inner())?;
-        match self.call(Request::Txn(request)).await? {
-            Response::Txn(h, r) => Ok(GrpcResponse::new(convert::txn_response(header(&h), r))),
-            other => Err(unexpected(&other)),
-        }
+        self.unary_txn(request.into_inner())
+            .await
+            .map(GrpcResponse::new)
     }
 
     async fn compact(
@@ -151,37 +248,18 @@ impl pb::lease_server::Lease for Gateway {
         &self,
         request: GrpcRequest<pb::LeaseGrantRequest>,
     ) -> Result<GrpcResponse<pb::LeaseGrantResponse>, Status> {
-        let request = request.into_inner();
-        let grant = Request::LeaseGrant {
-            id: LeaseId(request.id),
-            ttl_seconds: request.ttl,
-        };
-        match self.call(grant).await? {
-            Response::LeaseGrant {
-                header: h,
-                id,
-                ttl_seconds,
-            } => Ok(GrpcResponse::new(pb::LeaseGrantResponse {
-                header: header(&h),
-                id: id.0,
-                ttl: ttl_seconds,
-                error: String::new(),
-            })),
-            other => Err(unexpected(&other)),
-        }
+        self.unary_lease_grant(request.into_inner())
+            .await
+            .map(GrpcResponse::new)
     }
 
     async fn lease_revoke(
         &self,
         request: GrpcRequest<pb::LeaseRevokeRequest>,
     ) -> Result<GrpcResponse<pb::LeaseRevokeResponse>, Status> {
-        let id = LeaseId(request.into_inner().id);
-        match self.call(Request::LeaseRevoke { id }).await? {
-            Response::LeaseRevoke(h) => Ok(GrpcResponse::new(pb::LeaseRevokeResponse {
-                header: header(&h),
-            })),
-            other => Err(unexpected(&other)),
-        }
+        self.unary_lease_revoke(request.into_inner())
+            .await
+            .map(GrpcResponse::new)
     }
 
     async fn lease_keep_alive(
@@ -230,27 +308,9 @@ impl pb::lease_server::Lease for Gateway {
         &self,
         request: GrpcRequest<pb::LeaseTimeToLiveRequest>,
     ) -> Result<GrpcResponse<pb::LeaseTimeToLiveResponse>, Status> {
-        let request = request.into_inner();
-        let ask = Request::LeaseTimeToLive {
-            id: LeaseId(request.id),
-            keys: request.keys,
-        };
-        match self.call(ask).await? {
-            Response::LeaseTimeToLive {
-                header: h,
-                id,
-                ttl_seconds,
-                granted_ttl_seconds,
-                keys,
-            } => Ok(GrpcResponse::new(pb::LeaseTimeToLiveResponse {
-                header: header(&h),
-                id: id.0,
-                ttl: ttl_seconds,
-                granted_ttl: granted_ttl_seconds,
-                keys,
-            })),
-            other => Err(unexpected(&other)),
-        }
+        self.unary_lease_time_to_live(request.into_inner())
+            .await
+            .map(GrpcResponse::new)
     }
 
     async fn lease_leases(

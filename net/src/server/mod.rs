@@ -46,7 +46,10 @@ use crate::gateway::serve::serve_on_core;
 use crate::gateway::service::Gateway;
 
 /// What a core serves the client URLs with: the routes and its copies of the listeners.
-type ClientListeners = (axum::Router, Vec<std::net::TcpListener>);
+type ClientListeners = (
+    crate::gateway::unary::ClientService,
+    Vec<std::net::TcpListener>,
+);
 
 /// corekv's version, and the etcd API version it speaks.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (etcd API 3.4)");
@@ -320,7 +323,10 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
             })
             .collect::<Result<Vec<_>>>()?;
         // A core that already stopped has nothing to serve.
-        let _ = sender.send((crate::gateway::serve::router(gateway), listeners));
+        let _ = sender.send((
+            crate::gateway::unary::ClientService::new(gateway),
+            listeners,
+        ));
     }
     drop(client_listeners);
     let gateway = Gateway::new(gateway_handles[0].clone(), config.clone(), metrics);
