@@ -76,8 +76,10 @@ impl Buffer {
     /// [`crate::huge_pages`]); a mapping that fails falls back to the heap.
     fn new(capacity: usize) -> Buffer {
         if capacity == CHUNK_BYTES_MAX {
-            // A mapping of its own: the kernel places anonymous mappings of a huge
-            // page's size on a huge page boundary, which a heap block need not be.
+            // A mapping of its own: Linux (6.7 and later) places anonymous mappings of
+            // a huge page's size on a huge page boundary, which a heap block need not
+            // be. On older kernels the mapping may straddle two huge pages and stay on
+            // small ones: slower reads, nothing else.
             if let Ok(map) = memmap2::MmapMut::map_anon(capacity) {
                 crate::huge_pages::advise(&map[..]);
                 return Buffer::Mapped { map, len: 0 };
@@ -155,6 +157,10 @@ impl Arena {
     /// The `len` bytes at `place`.
     #[inline]
     pub fn bytes(&self, place: Place, len: usize) -> &[u8] {
+        if len == 0 {
+            // An empty entry holds no bytes, so its chunk may be gone (see `release`).
+            return &[];
+        }
         let start = place.offset as usize;
         &self.chunks[place.chunk()].bytes.as_slice()[start..start + len]
     }
@@ -182,6 +188,10 @@ impl Arena {
     /// Forgets the `len`-byte entry at `place`: a version holding it was dropped. A chunk
     /// left with no live bytes is freed, unless it is the open one.
     pub fn release(&mut self, place: Place, len: usize) {
+        if len == 0 {
+            // Never counted as live: releasing it must not free its chunk again.
+            return;
+        }
         let index = place.chunk();
         let chunk = &mut self.chunks[index];
         chunk.live -= len;
@@ -218,7 +228,7 @@ impl Arena {
             chunk.live = 0;
         }
         visit(&mut |place: Place, len: usize| {
-            let Some(Some(old)) = moving.get(place.chunk()) else {
+            let Some(Some(old)) = moving.get(place.chunk()).filter(|_| len > 0) else {
                 return place;
             };
             let start = place.offset as usize;
@@ -233,6 +243,41 @@ impl Arena {
     #[cfg(any(test, debug_assertions))]
     pub fn live_bytes(&self) -> usize {
         self.chunks.iter().map(|chunk| chunk.live).sum()
+    }
+
+    /// Checks the arena against every entry still referenced, given as (place, length):
+    /// each chunk's live bytes are exactly its referenced entries', no entry is in a
+    /// freed chunk or past its chunk's end, the free list holds distinct freed chunks
+    /// only, and the open chunk is not among them.
+    #[cfg(any(test, debug_assertions))]
+    pub fn check(&self, entries: impl Iterator<Item = (Place, usize)>) {
+        let mut live = vec![0usize; self.chunks.len()];
+        for (place, len) in entries.filter(|(_, len)| *len > 0) {
+            let chunk = &self.chunks[place.chunk()];
+            assert!(
+                place.offset as usize + len <= chunk.bytes.len(),
+                "arena: an entry outside its chunk (freed chunk?)"
+            );
+            live[place.chunk()] += len;
+        }
+        for (index, chunk) in self.chunks.iter().enumerate() {
+            assert_eq!(chunk.live, live[index], "arena: chunk {index}'s live bytes");
+        }
+        let mut free = self.free.clone();
+        free.sort_unstable();
+        free.dedup();
+        assert_eq!(free.len(), self.free.len(), "arena: a chunk freed twice");
+        for &index in &free {
+            let chunk = &self.chunks[index as usize];
+            assert!(
+                chunk.bytes.capacity() == 0 && chunk.live == 0,
+                "arena: a listed free chunk holds memory"
+            );
+            assert!(
+                index != self.open || chunk.dedicated || self.chunks.len() == 1,
+                "arena: the open chunk is on the free list"
+            );
+        }
     }
 
     /// Bytes held by live chunks (their capacity).
@@ -268,7 +313,12 @@ impl Arena {
             }
         }
         let previous_open = self.open;
-        let size = self.next_bytes.clamp(CHUNK_BYTES_MIN, CHUNK_BYTES_MAX);
+        // At least the entry's length (up to DEDICATED_BYTES_MIN, under the largest
+        // chunk): early chunks are small, entries need not be.
+        let size = self
+            .next_bytes
+            .clamp(CHUNK_BYTES_MIN, CHUNK_BYTES_MAX)
+            .max(len.next_power_of_two());
         self.next_bytes = (size * 2).min(CHUNK_BYTES_MAX);
         self.open = self.new_chunk(size, false);
         // The chunk that stops being open may already be all garbage.
@@ -326,6 +376,52 @@ mod tests {
             arena.reserved_bytes() < CHUNK_BYTES_MAX,
             "a dead large entry's chunk is freed at once"
         );
+    }
+
+    #[test]
+    fn entries_larger_than_the_early_chunks_fit() {
+        // The first chunks are small; an entry longer than the next chunk's size gets a
+        // chunk big enough for it, at any point of the arena's growth.
+        for first in [0usize, 1, 3000, 10_000] {
+            let mut arena = Arena::default();
+            let mut entries = Vec::new();
+            if first > 0 {
+                entries.push((arena.append(b"k", &vec![1u8; first]), first + 1));
+            }
+            for (i, len) in [
+                5 << 10,
+                100 << 10,
+                DEDICATED_BYTES_MIN - 1,
+                DEDICATED_BYTES_MIN,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let value = vec![i as u8 + 2; len];
+                let place = arena.append(b"k", &value);
+                assert_eq!(&arena.bytes(place, len + 1)[1..], &value[..]);
+                entries.push((place, len + 1));
+            }
+            arena.check(entries.iter().copied());
+        }
+    }
+
+    #[test]
+    fn empty_entries_never_free_a_chunk_twice() {
+        let mut arena = Arena::default();
+        let empty = arena.append(b"", b"");
+        let full = arena.append(b"key", b"value");
+        // Opens the next chunk, leaving the first one closed with `empty` and `full`.
+        let next = arena.append(&vec![0u8; CHUNK_BYTES_MIN], b"");
+        arena.release(full, 8);
+        assert_eq!(
+            arena.free,
+            [empty.chunk() as u32],
+            "the first chunk is freed"
+        );
+        arena.release(empty, 0);
+        assert_eq!(arena.bytes(empty, 0), b"");
+        arena.check([(next, CHUNK_BYTES_MIN), (empty, 0)].into_iter());
     }
 
     #[test]

@@ -802,6 +802,13 @@ impl Index {
             self.arena.live_bytes(),
             "the arena's live bytes are not the retained versions' entries"
         );
+        self.arena.check(
+            self.slots
+                .iter()
+                .flatten()
+                .flat_map(Record::versions)
+                .map(|version| (version.place, version.entry_len())),
+        );
         assert_eq!(
             self.hashes.len(),
             live,

@@ -346,6 +346,10 @@ impl Store {
                                 "key {name:?} out of order or without versions"
                             )));
                         }
+                        if entry.key.is_empty() {
+                            // No request can write one (etcd's "key is not provided").
+                            return Err(corrupt("an empty key".to_string()));
+                        }
                         let mut last_main = i64::MIN;
                         for v in &entry.versions {
                             if v.main <= last_main || v.main > header.current {
@@ -412,5 +416,58 @@ impl Store {
             header.current,
             header.compact,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::store::StoreConfig;
+
+    /// A snapshot of one key, assembled chunk by chunk as the writer would.
+    fn snapshot_of(key: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        let header = SnapshotHeader {
+            current: 2,
+            compact: -1,
+            lease_id_sequence: 0,
+            leases: Vec::new(),
+        };
+        push_chunk(&mut out, KIND_HEADER, &archive(&header));
+        let version = SnapshotVersion {
+            main: 2,
+            sub: 0,
+            create: 2,
+            version: 1,
+            lease: 0,
+            value: b"v".to_vec(),
+        };
+        let keys = SnapshotKeys {
+            keys: vec![SnapshotKey {
+                key: key.to_vec(),
+                versions: vec![version],
+            }],
+        };
+        push_chunk(&mut out, KIND_KEYS, &archive(&keys));
+        push_chunk(
+            &mut out,
+            KIND_TRAILER,
+            &archive(&SnapshotTrailer { key_count: 1 }),
+        );
+        out
+    }
+
+    #[test]
+    fn a_snapshot_with_an_empty_key_is_corrupt() {
+        // No request can write an empty key, so a snapshot that holds one was not
+        // written by a store.
+        let decode = |bytes: &[u8]| Store::decode_snapshot(bytes, StoreConfig::default(), 0);
+        let store = decode(&snapshot_of(b"k")).expect("a well-formed snapshot decodes");
+        assert_eq!(store.revision(), crate::types::Revision(2));
+        match decode(&snapshot_of(b"")) {
+            Err(Error::CorruptSnapshot(why)) => assert!(why.contains("empty key"), "{why}"),
+            other => panic!("expected corruption, got {:?}", other.map(|s| s.revision())),
+        }
     }
 }

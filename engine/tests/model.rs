@@ -314,7 +314,15 @@ fn range_end() -> impl Strategy<Value = Vec<u8>> {
 fn put() -> impl Strategy<Value = PutRequest> {
     (
         key(),
-        prop::sample::select(vec![b"".to_vec(), b"x".to_vec(), b"yy".to_vec()]),
+        // Besides short values, one larger than the engine's first arena chunks and one
+        // large enough for an arena chunk of its own.
+        prop::sample::select(vec![
+            b"".to_vec(),
+            b"x".to_vec(),
+            b"yy".to_vec(),
+            vec![b'z'; 5000],
+            vec![b'w'; 300_000],
+        ]),
         0..5usize,
         any::<bool>(),
         0..6u8,
