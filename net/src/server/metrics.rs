@@ -230,6 +230,11 @@ impl Metrics {
         get(&self.has_leader) == 1
     }
 
+    /// The index of the last applied Raft entry (what the shard last reported).
+    pub fn applied_index(&self) -> u64 {
+        self.raft_applied_index.load(Ordering::Relaxed)
+    }
+
     /// The index of a gRPC method in [`GRPC_METHODS`], by its full path
     /// (`/etcdserverpb.KV/Range`).
     pub fn grpc_method(path: &str) -> Option<usize> {
