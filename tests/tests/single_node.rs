@@ -231,6 +231,84 @@ fn restart_recovers_from_snapshot_and_wal() {
     }
 }
 
+/// The Raft index of the newest snapshot file (`<index>-<term>.snap`, hex), 0 if none.
+fn newest_snapshot_index(data_dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(data_dir.join("member/shard-0/snap"))
+        .map(|entries| {
+            entries
+                .filter_map(|entry| {
+                    let name = entry.ok()?.file_name().into_string().ok()?;
+                    let index = name.strip_suffix(".snap")?.split('-').next()?;
+                    u64::from_str_radix(index, 16).ok()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_quiet_server_snapshots_a_log_short_of_half_the_last_snapshot() {
+    // Under load a snapshot waits for the log to reach half the last snapshot's size;
+    // once nothing has been applied for a few seconds, a log that is due by count and
+    // bytes is snapshotted anyway (it is held in memory and replayed on restart).
+    let mut server = TestServer::start(
+        "idle-snapshot",
+        &["--snapshot-count", "20", "--snapshot-log-bytes-min", "8000"],
+    )
+    .unwrap();
+    let write = |server: &mut TestServer, round: u32, count: u32, value_bytes: usize| {
+        server.with_client(move |client| async move {
+            for i in 0..count {
+                let value = "v".repeat(value_bytes);
+                client
+                    .put(put(&format!("r{round}-k{i:04}"), &value))
+                    .await
+                    .unwrap();
+            }
+        });
+    };
+    // A store of about 400 KB, snapshotted on the way by the usual rule.
+    write(&mut server, 0, 400, 1000);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while newest_snapshot_index(&server.data_dir) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let loaded = newest_snapshot_index(&server.data_dir);
+    assert!(loaded > 0, "the load was snapshotted");
+    // Let any snapshot of the load finish and the idle rule catch up with the load's
+    // tail, then add a log due by count (30 >= 20) and bytes (about 15 KB >= 8,000) but
+    // far short of half the store (about 200 KB).
+    std::thread::sleep(Duration::from_secs(6));
+    let before = newest_snapshot_index(&server.data_dir);
+    write(&mut server, 1, 30, 500);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        newest_snapshot_index(&server.data_dir),
+        before,
+        "a busy server waits for half the last snapshot"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while newest_snapshot_index(&server.data_dir) == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        newest_snapshot_index(&server.data_dir) > before,
+        "a quiet server snapshots its log"
+    );
+    // The snapshot holds the quiet log's writes: they survive a restart.
+    server.kill();
+    server.spawn().unwrap();
+    server.with_client(|client| async move {
+        let kv = client
+            .get(b"r1-k0029")
+            .await
+            .unwrap()
+            .expect("key survived");
+        assert_eq!(kv.value.len(), 500);
+    });
+}
+
 #[test]
 fn start_up_errors_are_one_clear_line() {
     // A port in use and a data dir locked by another process stop start-up with a clear
