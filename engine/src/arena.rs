@@ -147,8 +147,9 @@ pub(crate) struct Arena {
     chunks: Vec<Chunk>,
     /// Indexes of freed chunks, reused before new ones are added.
     free: Vec<u32>,
-    /// The chunk new entries go to (meaningless while `chunks` is empty).
-    open: u32,
+    /// The shared chunk new entries go to (none before the first). Never dedicated,
+    /// never freed while open.
+    open: Option<u32>,
     /// Capacity of the next shared chunk.
     next_bytes: usize,
 }
@@ -195,7 +196,7 @@ impl Arena {
         let index = place.chunk();
         let chunk = &mut self.chunks[index];
         chunk.live -= len;
-        if chunk.live == 0 && (chunk.dedicated || index != self.open as usize) {
+        if chunk.live == 0 && self.open != Some(index as u32) {
             self.free_chunk(index as u32);
         }
     }
@@ -273,8 +274,9 @@ impl Arena {
                 chunk.bytes.capacity() == 0 && chunk.live == 0,
                 "arena: a listed free chunk holds memory"
             );
-            assert!(
-                index != self.open || chunk.dedicated || self.chunks.len() == 1,
+            assert_ne!(
+                Some(index),
+                self.open,
                 "arena: the open chunk is on the free list"
             );
         }
@@ -288,7 +290,7 @@ impl Arena {
 
     fn is_sparse(&self, index: usize) -> bool {
         let chunk = &self.chunks[index];
-        index != self.open as usize
+        self.open != Some(index as u32)
             && !chunk.dedicated
             && !chunk.bytes.is_empty()
             && chunk.live * 2 < chunk.bytes.len()
@@ -307,12 +309,12 @@ impl Arena {
         if len > DEDICATED_BYTES_MIN {
             return self.new_chunk(len, true);
         }
-        if let Some(open) = self.chunks.get(self.open as usize) {
-            if !open.dedicated && open.bytes.capacity() - open.bytes.len() >= len {
-                return self.open;
+        if let Some(open) = self.open {
+            let chunk = &self.chunks[open as usize];
+            if chunk.bytes.capacity() - chunk.bytes.len() >= len {
+                return open;
             }
         }
-        let previous_open = self.open;
         // At least the entry's length (up to DEDICATED_BYTES_MIN, under the largest
         // chunk): early chunks are small, entries need not be.
         let size = self
@@ -320,18 +322,14 @@ impl Arena {
             .clamp(CHUNK_BYTES_MIN, CHUNK_BYTES_MAX)
             .max(len.next_power_of_two());
         self.next_bytes = (size * 2).min(CHUNK_BYTES_MAX);
-        self.open = self.new_chunk(size, false);
+        let open = self.new_chunk(size, false);
         // The chunk that stops being open may already be all garbage.
-        if let Some(old) = self.chunks.get(previous_open as usize) {
-            if previous_open != self.open
-                && !old.dedicated
-                && old.live == 0
-                && old.bytes.capacity() > 0
-            {
-                self.free_chunk(previous_open);
+        if let Some(previous) = self.open.replace(open) {
+            if self.chunks[previous as usize].live == 0 {
+                self.free_chunk(previous);
             }
         }
-        self.open
+        open
     }
 
     fn new_chunk(&mut self, capacity: usize, dedicated: bool) -> u32 {
