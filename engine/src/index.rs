@@ -553,19 +553,11 @@ impl Index {
     /// Appends a version of `key` holding `value` (empty for a tombstone), creating the
     /// key's record if needed.
     pub fn push(&mut self, key: &[u8], fields: VersionFields, value: &[u8]) {
-        match self.slot_of(key) {
-            Some(slot) => {
-                let version =
-                    Self::store_version(&mut self.arena, key, fields, NewValue::Bytes(value));
-                self.bytes += version_cost(&version);
-                self.slots[slot as usize]
-                    .as_mut()
-                    .expect("index: the hash index points at live slots")
-                    .push(version);
-            }
+        let slot = self.slot_of(key);
+        let version = Self::store_version(&mut self.arena, key, fields, NewValue::Bytes(value));
+        match slot {
+            Some(slot) => Self::push_onto(&mut self.slots, &mut self.bytes, slot, version),
             None => {
-                let version =
-                    Self::store_version(&mut self.arena, key, fields, NewValue::Bytes(value));
                 let slot = Self::fill_slot(
                     &mut self.slots,
                     &mut self.free_slots,
@@ -596,13 +588,11 @@ impl Index {
         self.hashes.prefetch(hash_key(key));
         let (slot, result) = match self.tree.entry(Key::new(key)) {
             Entry::Occupied(entry) => {
-                let slot = &mut self.slots[*entry.get() as usize];
-                let (fields, value, result) = write(Some(Self::record_ref(&self.arena, slot)));
+                let slot = *entry.get();
+                let record = Self::record_ref(&self.arena, &self.slots[slot as usize]);
+                let (fields, value, result) = write(Some(record));
                 let version = Self::store_version(&mut self.arena, key, fields, value);
-                self.bytes += version_cost(&version);
-                slot.as_mut()
-                    .expect("index: tree points at a live slot")
-                    .push(version);
+                Self::push_onto(&mut self.slots, &mut self.bytes, slot, version);
                 return result;
             }
             Entry::Vacant(entry) => {
@@ -623,6 +613,15 @@ impl Index {
         };
         self.insert_hash(key, slot);
         result
+    }
+
+    /// Appends a stored version to the record in `slot`, counting its bytes.
+    fn push_onto(slots: &mut [Option<Record>], bytes: &mut usize, slot: u32, version: VersionRec) {
+        *bytes += version_cost(&version);
+        slots[slot as usize]
+            .as_mut()
+            .expect("index: the tree and the hash index point at live slots")
+            .push(version);
     }
 
     /// Puts the first version of a new key in a free slot (or a new one), counting its
