@@ -410,8 +410,7 @@ async fn start_shard(
 /// quiet after a burst of writes (a bulk load, a snapshot) would hold what the burst
 /// freed, about 100 MB after loading a million keys, for as long as it stays quiet. So
 /// every few seconds each core asks for the memory whose delay has passed, and, when no
-/// entry was applied since the last time (no writes for that long), for all of it. With
-/// another global allocator the calls touch only mimalloc's own empty heap.
+/// entry was applied since the last time (no writes for that long), for all of it.
 async fn return_freed_memory(metrics: Arc<Metrics>) {
     let mut applied = metrics.applied_index();
     loop {
@@ -419,9 +418,7 @@ async fn return_freed_memory(metrics: Arc<Metrics>) {
         let now = metrics.applied_index();
         let quiet = now == applied;
         applied = now;
-        // SAFETY: mimalloc's collection entry point, safe on any thread at any time;
-        // `force` also returns memory still inside its purge delay.
-        unsafe { libmimalloc_sys::mi_collect(quiet) };
+        shard::release_free_memory(quiet);
     }
 }
 

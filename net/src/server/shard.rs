@@ -571,7 +571,7 @@ impl Shard {
             shutting_down: false,
         };
         shard.process_readies();
-        release_free_memory();
+        release_free_memory(true);
         Ok(shard)
     }
 
@@ -785,7 +785,7 @@ impl Shard {
             }
             Event::SnapshotSaved { index, result } => {
                 self.snapshot_in_flight = false;
-                release_free_memory();
+                release_free_memory(true);
                 match result {
                     Ok(()) => {
                         if index > self.raft.snapshot().map_or(LogIndex(0), |s| s.meta.index) {
@@ -871,7 +871,7 @@ impl Shard {
             Request::Defragment => {
                 // The store lives in memory: defragmenting returns what compaction freed
                 // to the operating system.
-                release_free_memory();
+                release_free_memory(true);
                 let header = self.header();
                 self.reply(client, Response::Defragment(header), true);
             }
@@ -2167,14 +2167,15 @@ async fn write_snapshot(
     Ok(())
 }
 
-/// Hands freed heap pages back to the kernel. Recovery and snapshots allocate and free
+/// Hands freed heap pages back to the kernel: with `all`, everything the allocator
+/// (mimalloc, see net/src/bin/corekv.rs) holds freed on this thread; without, only what
+/// it freed longer ago than its purge delay. Recovery and snapshots allocate and free
 /// hundreds of megabytes in passing (decoded snapshot chunks, replayed entries, encoded
 /// chunks); without this the allocator keeps them and the resident set stays high.
-fn release_free_memory() {
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+pub(crate) fn release_free_memory(all: bool) {
+    // SAFETY: mimalloc's collection entry point, safe on any thread at any time. With
+    // another global allocator it touches only mimalloc's own empty heap.
+    unsafe { libmimalloc_sys::mi_collect(all) };
 }
 
 /// The error response for an engine error: etcd's code and message.
