@@ -38,6 +38,8 @@ use crate::protocol::{Request, Response};
 pub const CONNECTION_REQUESTS_IN_FLIGHT_MAX: u64 = 4096;
 /// Frames queued for one client before the server gives up on it.
 pub const CONNECTION_QUEUED_FRAMES_MAX: usize = 65_536;
+/// Bytes read from a connection's socket at a time.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Bytes of replies coalesced into one socket write at most.
 const WRITE_BATCH_BYTES_MAX: usize = 1 << 20;
 
@@ -215,10 +217,13 @@ async fn serve(core: Rc<Core>, mut stream: TcpStream) {
 async fn read_requests(
     core: &Core,
     connection: u64,
-    mut reader: futures_lite::io::ReadHalf<TcpStream>,
+    reader: futures_lite::io::ReadHalf<TcpStream>,
     out: &LocalSender<Outgoing>,
     permits: &Semaphore,
 ) {
+    // Pipelined clients send many small frames back to back: reading through a buffer
+    // takes them in one receive instead of two per frame (length, then body).
+    let mut reader = futures_lite::io::BufReader::with_capacity(READ_BUFFER_BYTES, reader);
     let mut buf = Vec::new();
     loop {
         match read_frame(
