@@ -111,6 +111,8 @@ pub struct SnapshotWriter {
     after: Option<Vec<u8>>,
     key_count: u64,
     finished: bool,
+    /// The serializer's buffer, kept from chunk to chunk.
+    scratch: rkyv::util::AlignedVec,
 }
 
 impl SnapshotWriter {
@@ -172,6 +174,77 @@ fn next_chunk(
     Ok(Some((kind, at)))
 }
 
+/// A key chunk as the writer builds it: the archived form is [`SnapshotKeys`]'s, but
+/// keys and values are borrowed from the store instead of copied out first.
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(as = ArchivedSnapshotKeys, serialize_bounds(__S: rkyv::ser::Writer + rkyv::ser::Allocator))]
+struct KeysRef<'a> {
+    #[rkyv(with = SliceAsVec, omit_bounds)]
+    keys: &'a [KeyRef<'a>],
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(as = ArchivedSnapshotKey, serialize_bounds(__S: rkyv::ser::Writer + rkyv::ser::Allocator))]
+struct KeyRef<'a> {
+    #[rkyv(with = SliceAsVec, omit_bounds)]
+    key: &'a [u8],
+    #[rkyv(with = SliceAsVec, omit_bounds)]
+    versions: &'a [VersionRef<'a>],
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(as = ArchivedSnapshotVersion, serialize_bounds(__S: rkyv::ser::Writer + rkyv::ser::Allocator))]
+struct VersionRef<'a> {
+    main: i64,
+    sub: u32,
+    create: i64,
+    version: i64,
+    lease: i64,
+    #[rkyv(with = SliceAsVec, omit_bounds)]
+    value: &'a [u8],
+}
+
+/// Archives a borrowed slice exactly as a `Vec` of the same items.
+struct SliceAsVec;
+
+impl<T: rkyv::Archive> rkyv::with::ArchiveWith<&[T]> for SliceAsVec {
+    type Archived = rkyv::vec::ArchivedVec<T::Archived>;
+    type Resolver = rkyv::vec::VecResolver;
+
+    fn resolve_with(field: &&[T], resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        rkyv::vec::ArchivedVec::resolve_from_len(field.len(), resolver, out);
+    }
+}
+
+impl<T, S> rkyv::with::SerializeWith<&[T], S> for SliceAsVec
+where
+    T: rkyv::Serialize<S>,
+    S: rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
+{
+    fn serialize_with(
+        field: &&[T],
+        serializer: &mut S,
+    ) -> std::result::Result<Self::Resolver, S::Error> {
+        rkyv::vec::ArchivedVec::serialize_from_slice(field, serializer)
+    }
+}
+
+/// Archives `value` into `buffer` (cleared first), reusing its allocation.
+fn archive_into<T>(value: &T, mut buffer: rkyv::util::AlignedVec) -> rkyv::util::AlignedVec
+where
+    T: for<'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            rkyv::util::AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rancor::Error,
+        >,
+    >,
+{
+    buffer.clear();
+    rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, buffer)
+        .expect("snapshot: encoding into memory cannot fail")
+}
+
 fn archive<T>(value: &T) -> rkyv::util::AlignedVec
 where
     T: for<'a> rkyv::Serialize<
@@ -212,6 +285,7 @@ impl Store {
             after: None,
             key_count: 0,
             finished: false,
+            scratch: rkyv::util::AlignedVec::new(),
         }
     }
 
@@ -233,38 +307,37 @@ impl Store {
             return true;
         }
         let start: &[u8] = writer.after.as_deref().unwrap_or(&[]);
-        let mut keys = Vec::new();
+        // Versions borrow the store's bytes; one flat list for the chunk, sliced per key.
+        let mut versions = Vec::new();
+        let mut spans: Vec<(&[u8], usize)> = Vec::new();
         let mut bytes = 0;
         for (key, record) in self.index.range(start, &crate::index::RangeEnd::Unbounded) {
             if writer.after.as_deref() == Some(key.as_bytes()) {
                 continue;
             }
-            if bytes >= chunk_bytes && !keys.is_empty() {
+            if bytes >= chunk_bytes && !spans.is_empty() {
                 break;
             }
-            let versions: Vec<SnapshotVersion> = record
-                .versions()
-                .filter(|v| v.main <= writer.revision && record.retained(v, writer.compact))
-                .map(|v| SnapshotVersion {
-                    main: v.main,
-                    sub: v.sub,
-                    create: v.create,
-                    version: v.version,
-                    lease: v.lease,
-                    value: v.value().to_vec(),
-                })
-                .collect();
-            if versions.is_empty() {
-                continue;
+            let first = versions.len();
+            for v in record.versions() {
+                if v.main <= writer.revision && record.retained(&v, writer.compact) {
+                    bytes += v.value().len() + 48;
+                    versions.push(VersionRef {
+                        main: v.main,
+                        sub: v.sub,
+                        create: v.create,
+                        version: v.version,
+                        lease: v.lease,
+                        value: v.value(),
+                    });
+                }
             }
-            bytes +=
-                key.as_bytes().len() + versions.iter().map(|v| v.value.len() + 48).sum::<usize>();
-            keys.push(SnapshotKey {
-                key: key.as_bytes().to_vec(),
-                versions,
-            });
+            if versions.len() > first {
+                bytes += key.as_bytes().len();
+                spans.push((key.as_bytes(), first));
+            }
         }
-        if keys.is_empty() {
+        if spans.is_empty() {
             push_chunk(
                 out,
                 KIND_TRAILER,
@@ -275,9 +348,23 @@ impl Store {
             writer.finished = true;
             return true;
         }
+        let keys: Vec<KeyRef> = spans
+            .iter()
+            .enumerate()
+            .map(|(i, &(key, first))| {
+                let end = spans.get(i + 1).map_or(versions.len(), |next| next.1);
+                KeyRef {
+                    key,
+                    versions: &versions[first..end],
+                }
+            })
+            .collect();
         writer.key_count += keys.len() as u64;
-        writer.after = keys.last().map(|k| k.key.clone());
-        push_chunk(out, KIND_KEYS, &archive(&SnapshotKeys { keys }));
+        writer.after = keys.last().map(|k| k.key.to_vec());
+        let scratch = std::mem::take(&mut writer.scratch);
+        let payload = archive_into(&KeysRef { keys: &keys }, scratch);
+        push_chunk(out, KIND_KEYS, &payload);
+        writer.scratch = payload;
         true
     }
 
@@ -469,5 +556,63 @@ mod tests {
             Err(Error::CorruptSnapshot(why)) => assert!(why.contains("empty key"), "{why}"),
             other => panic!("expected corruption, got {:?}", other.map(|s| s.revision())),
         }
+    }
+
+    #[test]
+    fn borrowed_key_chunks_archive_exactly_as_owned_ones() {
+        // The writer archives borrowed keys and values; the decoder reads the owned
+        // types' archive. The bytes must be the same, for keys and values of every
+        // length, tombstones and several versions per key.
+        let owned_version = |main: i64, value: Vec<u8>| SnapshotVersion {
+            main,
+            sub: main as u32 % 3,
+            create: main - 1,
+            version: if value.is_empty() { 0 } else { main },
+            lease: main * 7,
+            value,
+        };
+        let values: Vec<Vec<u8>> = (0..40).map(|n| vec![n as u8; n * n]).collect();
+        let keys: Vec<Vec<u8>> = (1..20).map(|n| vec![b'k'; n]).collect();
+        let owned = SnapshotKeys {
+            keys: keys
+                .iter()
+                .enumerate()
+                .map(|(k, key)| SnapshotKey {
+                    key: key.clone(),
+                    versions: (0..=k % 4)
+                        .map(|v| owned_version((k * 10 + v) as i64, values[(k + v) % 40].clone()))
+                        .collect(),
+                })
+                .collect(),
+        };
+        let versions: Vec<Vec<VersionRef>> = owned
+            .keys
+            .iter()
+            .map(|key| {
+                key.versions
+                    .iter()
+                    .map(|v| VersionRef {
+                        main: v.main,
+                        sub: v.sub,
+                        create: v.create,
+                        version: v.version,
+                        lease: v.lease,
+                        value: &v.value,
+                    })
+                    .collect()
+            })
+            .collect();
+        let borrowed: Vec<KeyRef> = owned
+            .keys
+            .iter()
+            .zip(&versions)
+            .map(|(key, versions)| KeyRef {
+                key: &key.key,
+                versions,
+            })
+            .collect();
+        let scratch = archive_into(&KeysRef { keys: &[] }, rkyv::util::AlignedVec::new());
+        let encoded = archive_into(&KeysRef { keys: &borrowed }, scratch);
+        assert_eq!(encoded.as_slice(), archive(&owned).as_slice());
     }
 }

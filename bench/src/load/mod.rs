@@ -86,6 +86,7 @@ fn run_binary(config: Config) -> Result<Report, String> {
     cpu::sample(&config.server_pids)?;
     worker::init_epoch();
     let plans = plans(&config);
+    let cores = plans.len();
     let shared = Arc::new(Shared::default());
     let gate = Arc::new(Gate::default());
     let allowed = allowed_cpus();
@@ -96,8 +97,8 @@ fn run_binary(config: Config) -> Result<Report, String> {
         let config = config.clone();
         let shared = shared.clone();
         let gate = gate.clone();
-        let placement = match allowed.get(core % allowed.len().max(1)) {
-            Some(cpu) => Placement::Fixed(*cpu),
+        let placement = match cpu_for(core, cores, &allowed) {
+            Some(cpu) => Placement::Fixed(cpu),
             None => Placement::Unbound,
         };
         let spawned = LocalExecutorBuilder::new(placement)
@@ -182,6 +183,17 @@ fn merge(
 
 /// The CPUs this process may run on (a container's CPU set need not start at 0);
 /// empty if the set cannot be read, and executors then float.
+/// The CPU executor `core` of `cores` runs on. With fewer executors than CPUs they take
+/// the last CPUs: a corekv server that owns the machine keeps its shard on the first
+/// one, and a generator sharing that CPU would measure its own contention.
+fn cpu_for(core: usize, cores: usize, allowed: &[usize]) -> Option<usize> {
+    if allowed.is_empty() {
+        return None;
+    }
+    let first = allowed.len().saturating_sub(cores);
+    Some(allowed[(first + core) % allowed.len()])
+}
+
 fn allowed_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data that may be zeroed; sched_getaffinity writes at
     // most size_of::<cpu_set_t>() bytes into it, and CPU_ISSET reads within it.
@@ -199,6 +211,23 @@ fn allowed_cpus() -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn executors_take_the_last_cpus_when_there_are_fewer_than_cpus() {
+        let cpus = [0, 1, 2, 3];
+        assert_eq!(cpu_for(0, 1, &cpus), Some(3));
+        assert_eq!(
+            (0..2).map(|c| cpu_for(c, 2, &cpus)).collect::<Vec<_>>(),
+            [Some(2), Some(3)]
+        );
+        assert_eq!(
+            (0..4).map(|c| cpu_for(c, 4, &cpus)).collect::<Vec<_>>(),
+            [Some(0), Some(1), Some(2), Some(3)]
+        );
+        // More executors than CPUs wrap around; no CPU set means no pinning.
+        assert_eq!(cpu_for(5, 6, &[4, 7]), Some(7));
+        assert_eq!(cpu_for(0, 1, &[]), None);
+    }
 
     /// Connections go round-robin to cores, clients to connections, and no core gets
     /// a client whose connection it does not open.
