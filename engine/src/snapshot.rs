@@ -123,6 +123,7 @@ impl SnapshotWriter {
 }
 
 fn push_chunk(out: &mut Vec<u8>, kind: u32, payload: &[u8]) {
+    out.reserve_exact(CHUNK_HEADER_BYTES + payload.len());
     out.extend_from_slice(&kind.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());

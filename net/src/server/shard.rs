@@ -1767,7 +1767,8 @@ impl Shard {
         let chunk = match progress.pending.take() {
             Some(chunk) => chunk,
             None => {
-                let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES_DEFAULT + 4096);
+                // Sized by the encoder, which knows the chunk's length.
+                let mut chunk = Vec::new();
                 let store = progress.retired.as_ref().unwrap_or(&self.store);
                 if !store.snapshot_next_chunk(
                     &mut progress.writer,
