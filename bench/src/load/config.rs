@@ -149,7 +149,8 @@ flags:
   --consistency l|s            reads linearizable (default) or serializable
   --watchers N                 watch: number of watchers (default 100)
   --no-prefill                 get/mixed/txn: do not write the key space first
-  --cores N                    binary: executors, one per core (default: all cores)
+  --cores N                    binary: executors, one per core (default: all cores; fewer
+                               than the CPUs run on the last ones, away from a server's shard)
   --threads N                  etcd-grpc: tokio worker threads (default 2)
   --server-pid PID[,PID...]    report the CPU time of these server processes (repeatable)
   --seed N                     key generator seed (default 1)
