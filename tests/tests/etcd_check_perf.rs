@@ -9,7 +9,7 @@
 //! servers' latencies are far below the check's limits. The figure is the client's, so
 //! the test runs the check against real etcd and against corekv, one after the other on
 //! the same machine, and requires of corekv: no request errors, the latency lines pass,
-//! its slowest request is no slower than etcd's, and either the whole check passes or
+//! its latency stddev is no larger than etcd's, and either the whole check passes or
 //! its throughput is within the run-to-run noise of etcd's (at least 80% of it; the
 //! same server varies by ±10% between runs here). On a machine where etcd passes,
 //! corekv must pass too.
@@ -111,19 +111,29 @@ fn check_perf_large_load_does_as_well_as_etcd() {
             corekv.lines.join("\n")
         );
     }
-    let slowest = |verdict: &Verdict| {
+    // Compared with etcd: the spread of all request latencies. (The single slowest
+    // request of a run is not compared: on a shared 2-core machine it is set by the
+    // check's own 500 clients being descheduled, and moves from run to run by more
+    // than the servers differ: etcd's was 157 and 197 ms in two CI runs, corekv's 88 ms
+    // on a quiet machine and 158 and 256 ms in CI runs where its stddev was half of
+    // etcd's. The check's own limit on it, 500 ms, is asserted above.)
+    let stddev = |verdict: &Verdict| {
         verdict
             .lines
             .iter()
-            .find(|line| line.contains("Slowest request took"))
+            .find(|line| line.contains("Stddev is"))
             .and_then(|line| line.trim_end_matches('s').rsplit(' ').next())
             .and_then(|seconds| seconds.parse::<f64>().ok())
     };
-    if let (Some(etcd_slowest), Some(corekv_slowest)) = (slowest(&etcd), slowest(&corekv)) {
-        assert!(
-            corekv_slowest <= etcd_slowest.max(0.1),
-            "corekv's slowest request took {corekv_slowest} s, etcd's {etcd_slowest} s"
-        );
+    match (stddev(&etcd), stddev(&corekv)) {
+        (Some(etcd_stddev), Some(corekv_stddev)) => assert!(
+            corekv_stddev <= etcd_stddev.max(0.01),
+            "corekv's latency stddev is {corekv_stddev} s, etcd's {etcd_stddev} s"
+        ),
+        other => panic!(
+            "no stddev figure (etcd, corekv): {other:?}\n{:?}\n{:?}",
+            etcd.lines, corekv.lines
+        ),
     }
     if corekv.passed {
         return;
