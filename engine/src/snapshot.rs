@@ -256,7 +256,7 @@ where
         >,
     >,
 {
-    rkyv::to_bytes::<rancor::Error>(value).expect("snapshot: encoding into memory cannot fail")
+    archive_into(value, rkyv::util::AlignedVec::new())
 }
 
 impl Store {

@@ -124,6 +124,22 @@ impl Drop for TempDir {
     }
 }
 
+/// The newest snapshot file in a server's data directory
+/// (`member/shard-0/snap/<index>-<term>.snap`, hex): its Raft index and its size in
+/// bytes; None before the first snapshot.
+pub fn newest_snapshot(data_dir: &Path) -> Option<(u64, u64)> {
+    std::fs::read_dir(data_dir.join("member/shard-0/snap"))
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let name = entry.file_name().into_string().ok()?;
+            let index = name.strip_suffix(".snap")?.split('-').next()?;
+            let index = u64::from_str_radix(index, 16).ok()?;
+            Some((index, entry.metadata().ok()?.len()))
+        })
+        .max()
+}
+
 /// A `corekv` process under test.
 #[derive(Debug)]
 pub struct TestServer {

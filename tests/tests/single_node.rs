@@ -231,20 +231,9 @@ fn restart_recovers_from_snapshot_and_wal() {
     }
 }
 
-/// The Raft index of the newest snapshot file (`<index>-<term>.snap`, hex), 0 if none.
+/// The Raft index of the newest snapshot file, 0 if none.
 fn newest_snapshot_index(data_dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(data_dir.join("member/shard-0/snap"))
-        .map(|entries| {
-            entries
-                .filter_map(|entry| {
-                    let name = entry.ok()?.file_name().into_string().ok()?;
-                    let index = name.strip_suffix(".snap")?.split('-').next()?;
-                    u64::from_str_radix(index, 16).ok()
-                })
-                .max()
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
+    corekv_tests::newest_snapshot(data_dir).map_or(0, |(index, _)| index)
 }
 
 #[test]

@@ -181,8 +181,6 @@ fn merge(
     })
 }
 
-/// The CPUs this process may run on (a container's CPU set need not start at 0);
-/// empty if the set cannot be read, and executors then float.
 /// The CPU executor `core` of `cores` runs on. With fewer executors than CPUs they take
 /// the last CPUs: a corekv server that owns the machine keeps its shard on the first
 /// one, and a generator sharing that CPU would measure its own contention.
@@ -194,6 +192,8 @@ fn cpu_for(core: usize, cores: usize, allowed: &[usize]) -> Option<usize> {
     Some(allowed[(first + core) % allowed.len()])
 }
 
+/// The CPUs this process may run on (a container's CPU set need not start at 0);
+/// empty if the set cannot be read, and executors then float.
 fn allowed_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data that may be zeroed; sched_getaffinity writes at
     // most size_of::<cpu_set_t>() bytes into it, and CPU_ISSET reads within it.

@@ -1266,7 +1266,7 @@ impl Shard {
         for read in ready.read_states {
             self.read_state(read);
         }
-        self.maybe_snapshot();
+        self.snapshot_if_due(false);
     }
 
     /// Whether `ready` only moves the commit index: no entries, no snapshot, the term
@@ -1692,14 +1692,6 @@ impl Shard {
         }
     }
 
-    /// Starts a snapshot every `--snapshot-count` applied entries. The engine pins the
-    /// revision; the shard then encodes one chunk per round (`advance_snapshot`) and a
-    /// task streams the chunks to the snapshot file, so neither the encoding nor the
-    /// snapshot's size ever stalls writes or doubles memory.
-    fn maybe_snapshot(&mut self) {
-        self.snapshot_if_due(false);
-    }
-
     /// Snapshots a server that has applied nothing for [`IDLE_SNAPSHOT_AFTER`] once its
     /// log holds `--snapshot-count` requests and `--snapshot-log-bytes-min` bytes, without
     /// waiting for the log to reach half the last snapshot's size. That rule keeps a busy
@@ -1719,6 +1711,12 @@ impl Shard {
         }
     }
 
+    /// Starts a snapshot once `--snapshot-count` requests and `--snapshot-log-bytes-min`
+    /// bytes were applied since the last one and, unless the server is `idle`, the log
+    /// holds half the last snapshot's size. The engine pins the revision; the shard then
+    /// encodes one chunk per round (`advance_snapshot`) and a task streams the chunks to
+    /// the snapshot file, so neither the encoding nor the snapshot's size ever stalls
+    /// writes or doubles memory.
     fn snapshot_if_due(&mut self, idle: bool) {
         let log_bytes_wanted = if idle {
             self.config.snapshot_log_bytes_min

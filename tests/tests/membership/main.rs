@@ -426,30 +426,6 @@ fn three_members_add_promote_update_and_remove_with_etcdctl() {
     eprintln!("three-member membership scenario: {:?}", started.elapsed());
 }
 
-/// The size of the newest snapshot file under `dir` (0 if there is none).
-fn newest_snapshot_bytes(dir: &std::path::Path) -> u64 {
-    let mut newest: Option<(std::ffi::OsString, u64)> = None;
-    let mut folders = vec![dir.to_path_buf()];
-    while let Some(folder) = folders.pop() {
-        let Ok(entries) = std::fs::read_dir(&folder) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                folders.push(path);
-            } else if path.extension().is_some_and(|e| e == "snap") {
-                let name = entry.file_name();
-                let bytes = entry.metadata().map_or(0, |m| m.len());
-                if newest.as_ref().is_none_or(|(n, _)| name > *n) {
-                    newest = Some((name, bytes));
-                }
-            }
-        }
-    }
-    newest.map_or(0, |(_, bytes)| bytes)
-}
-
 /// Values of 1 MiB written before the member is replaced (80 MiB in all).
 const BIG_VALUES: usize = 80;
 
@@ -502,7 +478,7 @@ fn replaced_member_catches_up_through_a_snapshot() {
     // everything within seconds. Add the member once that snapshot is on disk.
     let leader_dir = cluster.member(&leader_name).server.data_dir.clone();
     let deadline = Instant::now() + SETTLE_TIMEOUT;
-    while newest_snapshot_bytes(&leader_dir) <= 64 << 20 {
+    while corekv_tests::newest_snapshot(&leader_dir).map_or(0, |(_, bytes)| bytes) <= 64 << 20 {
         assert!(
             Instant::now() < deadline,
             "the leader took no snapshot of the big values"
