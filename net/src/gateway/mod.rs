@@ -11,17 +11,19 @@
 //! * [`convert`]: etcd's messages to and from the shard's requests and responses.
 //! * [`unary`]: the service in front of the router; plain unary gRPC calls (KV, lease
 //!   grant/revoke/time-to-live) skip the router and tonic on its fast path.
-//! * [`serve`]: gRPC and HTTP on one port, served by hyper on the glommio cores;
-//!   `/health`, `/version`, `/metrics`; the tokio runtime streams and timers use.
-//! * [`authority`]: below hyper, rewrites the `scheme://host:port` HTTP/2 authority
-//!   that etcd 3.4 clients send (and h2 rejects) to `host:port`.
+//! * [`serve`]: gRPC and HTTP on one port on the glommio cores (HTTP/2 by [`http2`],
+//!   HTTP/1.1 by hyper); `/health`, `/version`, `/metrics`; the tokio runtime streams
+//!   and timers use.
+//! * [`http2`]: the HTTP/2 server, one task per connection; [`hpack`]: its header
+//!   compression.
 //!
 //! Every request crosses to the shard through `server::bridge`, the same path (edge
 //! checks, batching) as the binary protocol's; the gateway's own cost is HTTP/2 and the
 //! gRPC and JSON codecs, on the core that accepted the connection.
 
-pub mod authority;
 pub mod convert;
+pub mod hpack;
+pub mod http2;
 pub mod json;
 pub mod lock;
 pub mod pb;

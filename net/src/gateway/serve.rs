@@ -1,15 +1,15 @@
 //! Serving the client URLs: gRPC (HTTP/2 without TLS, as etcd's clients speak it) and
 //! HTTP/1.1 (the JSON gateway, `/health`, `/version`, `/metrics`) on the same port.
 //!
-//! Every glommio core accepts on the client listeners and runs hyper on the connections
-//! it accepts ([`serve_on_core`]): a unary call is decoded, handed to the shard and
-//! answered on one thread, and the replies of one shard round reach the connection
-//! task together, so HTTP/2 writes them with one socket write. Requests reach the shard
+//! Every glommio core accepts on the client listeners and serves the connections it
+//! accepts ([`serve_on_core`]): HTTP/2 with [`http2`], HTTP/1.1 with hyper. A unary
+//! call is decoded, handed to the shard and answered on one thread, and the replies of
+//! one shard round reach the connection task together, so they go out with one socket
+//! write. Requests reach the shard
 //! through the core's bridge. A small tokio runtime ([`start_runtime`]) runs what
 //! outlives a call (watch and keep-alive streams, lock sessions), the timers, and the
 //! metrics-only listeners.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
 
-use super::authority::FixAuthority;
+use super::http2::{self, PREFACE};
 use super::pb::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
@@ -78,20 +78,6 @@ pub fn serve_metrics(
     }
 }
 
-/// Runs hyper's per-stream tasks on the core that serves the connection.
-#[derive(Clone, Copy, Debug)]
-struct CoreExecutor;
-
-impl<F> hyper::rt::Executor<F> for CoreExecutor
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    fn execute(&self, future: F) {
-        glommio::spawn_local(future).detach();
-    }
-}
-
 /// Accepts client connections on `listener` (a descriptor every core shares: the
 /// kernel hands each connection to one core) and serves `app` on each, gRPC or HTTP/1.1
 /// as the client speaks, on this core (plain unary gRPC calls on the fast path of
@@ -111,16 +97,83 @@ pub async fn serve_on_core(app: ClientService, listener: glommio::net::TcpListen
     }
 }
 
-async fn serve_connection(app: ClientService, stream: glommio::net::TcpStream) {
-    use tokio_util::compat::FuturesAsyncReadCompatExt;
+async fn serve_connection(app: ClientService, mut stream: glommio::net::TcpStream) {
+    use futures_lite::AsyncReadExt;
     let _ = stream.set_nodelay(true);
-    let io = hyper_util::rt::TokioIo::new(FixAuthority::new(stream.compat()));
-    let mut builder = hyper_util::server::conn::auto::Builder::new(CoreExecutor);
-    // grpc-go servers (etcd) do not limit a connection's streams; hyper's default of
-    // 200 would hold the 201st watch of one client back until another ends.
-    builder.http2().max_concurrent_streams(u32::MAX);
+    // HTTP/2 starts with the client preface; anything else is HTTP/1.1, which gets
+    // the bytes read so far back in front of the stream.
+    let mut first = [0u8; PREFACE.len()];
+    let mut read = 0;
+    while read < first.len() && first[..read] == PREFACE[..read] {
+        match stream.read(&mut first[read..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(count) => read += count,
+        }
+    }
+    if first == *PREFACE {
+        http2::serve(app, stream).await;
+        return;
+    }
+    use tokio_util::compat::FuturesAsyncReadCompatExt;
+    let io = hyper_util::rt::TokioIo::new(
+        Prefixed {
+            prefix: first[..read].to_vec(),
+            position: 0,
+            stream,
+        }
+        .compat(),
+    );
     // A client that goes away or speaks nonsense ends only its own connection.
-    let _ = builder.serve_connection(io, app).await;
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, app)
+        .await;
+}
+
+/// A stream whose first bytes were already read: they are read again first.
+struct Prefixed {
+    prefix: Vec<u8>,
+    position: usize,
+    stream: glommio::net::TcpStream,
+}
+
+impl futures_lite::AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.position < self.prefix.len() {
+            let count = buf.len().min(self.prefix.len() - self.position);
+            buf[..count].copy_from_slice(&self.prefix[self.position..self.position + count]);
+            self.position += count;
+            return std::task::Poll::Ready(Ok(count));
+        }
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl futures_lite::AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_close(cx)
+    }
 }
 
 /// Every route of the client URLs: gRPC services, the JSON gateway, the HTTP endpoints.

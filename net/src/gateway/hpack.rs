@@ -1,14 +1,14 @@
-//! The HPACK (RFC 7541) the authority fix needs: a decoder that follows the client's
-//! dynamic table, and an encoder that writes only literals.
+//! HPACK (RFC 7541) for the client URLs' HTTP/2 server: a decoder that follows the
+//! client's dynamic table, and an encoder that writes only literals.
 //!
 //! * **Decoding** keeps the table exactly as the client's encoder does (insertion at
 //!   the front, eviction from the back, size updates), so later blocks that refer to
 //!   entries of earlier ones decode right. Size updates are accepted only at the start
 //!   of a block and only up to the table size the server allows (§4.2, §6.3).
 //! * **Encoding** writes every field as a literal without indexing (§6.2.2; never
-//!   indexed, §6.2.3, where the client said so) with a literal name and raw strings. It
-//!   uses and changes no table state, so its blocks decode the same in any decoder
-//!   whatever came before: the server's decoder never needs the client's table.
+//!   indexed, §6.2.3, where asked) with raw strings. It uses and changes no table
+//!   state, so the server never needs a table of its own and its blocks decode the
+//!   same in any decoder whatever came before.
 //!
 //! Never: panic on any input, read a length from the wire without checking it against
 //! the bytes that remain, or build a header list past the caller's byte limit (counted
@@ -307,6 +307,14 @@ pub fn encode_literal(out: &mut Vec<u8>, field: &Field) {
     out.push(if field.never_indexed { 0x10 } else { 0x00 });
     encode_string(out, &field.name);
     encode_string(out, &field.value);
+}
+
+/// Appends a field as a literal without indexing (never indexed if `never_indexed`)
+/// with a literal name: [`encode_literal`] without building a [`Field`].
+pub fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8], never_indexed: bool) {
+    out.push(if never_indexed { 0x10 } else { 0x00 });
+    encode_string(out, name);
+    encode_string(out, value);
 }
 
 /// A raw (not Huffman-coded) string literal (§5.2).
