@@ -48,7 +48,7 @@ use futures_util::task::AtomicWaker;
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::hpack;
-use super::unary::ClientService;
+use super::unary::{ClientService, UnaryAnswer, UnaryMethod, REPLY_HEADERS, REPLY_TRAILERS};
 use frame::Head;
 
 /// The HTTP/2 client connection preface (§3.4).
@@ -68,6 +68,8 @@ const OUTBOX_BYTES_MAX: usize = 256 * 1024;
 const HEADER_BLOCK_BYTES_MAX: usize = 64 * 1024;
 /// The largest decoded header list (SETTINGS_MAX_HEADER_LIST_SIZE).
 const HEADER_LIST_BYTES_MAX: usize = 2 * HEADER_BLOCK_BYTES_MAX;
+/// `:status: 200`, index 8 of HPACK's static table.
+const STATUS_200: u8 = 0x88;
 /// Read-handle-write rounds a connection runs before it yields to the core's other
 /// tasks.
 const ROUNDS_PER_POLL: usize = 16;
@@ -93,6 +95,10 @@ enum Out {
         headers: HeaderMap,
         end_stream: bool,
     },
+    /// The head of a successful fast-path answer ([`REPLY_HEADERS`]).
+    ReplyHead,
+    /// Its trailers ([`REPLY_TRAILERS`]), which end the stream.
+    ReplyTrailers,
     /// Body bytes.
     Data(Bytes),
     /// The trailers, which end the stream.
@@ -747,23 +753,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             stream: id,
             credit: self.credit.clone(),
         };
-        let Some(request) = request(fields, body) else {
+        let Some(parsed) = Parsed::from_fields(fields) else {
             frame::put_rst_stream(&mut self.write, id, frame::PROTOCOL_ERROR);
             return Ok(());
         };
         let outbox = Rc::new(RefCell::new(Outbox::default()));
-        let call = respond(
-            self.app.clone(),
-            request,
-            outbox.clone(),
-            self.ready.clone(),
-            id,
-        );
+        let app = self.app.clone();
+        let (ready, sink) = (self.ready.clone(), outbox.clone());
+        let call: Pin<Box<dyn Future<Output = ()>>> = match parsed.fast_method(&app) {
+            Some(method) => Box::pin(async move {
+                match app.answer_unary(method, body).await {
+                    UnaryAnswer::Reply(framed) => {
+                        push(&sink, &ready, id, Out::ReplyHead);
+                        push(&sink, &ready, id, Out::Data(framed));
+                        push(&sink, &ready, id, Out::ReplyTrailers);
+                    }
+                    UnaryAnswer::Failed(response) => send(*response, &sink, &ready, id).await,
+                }
+            }),
+            None => {
+                let Some(request) = parsed.into_request(body) else {
+                    frame::put_rst_stream(&mut self.write, id, frame::PROTOCOL_ERROR);
+                    return Ok(());
+                };
+                Box::pin(async move {
+                    let response = match hyper::service::Service::call(&app, request).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    };
+                    send(response, &sink, &ready, id).await;
+                })
+            }
+        };
         let (abort, registration) = AbortHandle::new_pair();
-        self.calls.push(Abortable::new(
-            Box::pin(call) as Pin<Box<dyn Future<Output = ()>>>,
-            registration,
-        ));
+        self.calls.push(Abortable::new(call, registration));
         self.streams.insert(
             id,
             Stream {
@@ -855,15 +878,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         headers,
                         end_stream,
                     } => {
-                        self.block.clear();
-                        if self.table_size_update {
-                            self.block.push(0x20);
-                            self.table_size_update = false;
-                        }
+                        start_block(&mut self.block, &mut self.table_size_update);
                         let status = status.as_str();
                         if status == "200" {
-                            // Index 8 of the static table.
-                            self.block.push(0x88);
+                            self.block.push(STATUS_200);
                         } else {
                             hpack::encode_field(
                                 &mut self.block,
@@ -907,12 +925,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                             }
                         }
                     }
-                    Out::Trailers(trailers) => {
-                        self.block.clear();
-                        if self.table_size_update {
-                            self.block.push(0x20);
-                            self.table_size_update = false;
+                    Out::ReplyHead => {
+                        start_block(&mut self.block, &mut self.table_size_update);
+                        self.block.push(STATUS_200);
+                        for (name, value) in REPLY_HEADERS {
+                            hpack::encode_field(
+                                &mut self.block,
+                                name.as_bytes(),
+                                value.as_bytes(),
+                                false,
+                            );
                         }
+                        frame::put_header_block(
+                            &mut self.write,
+                            id,
+                            &self.block,
+                            false,
+                            self.max_frame_bytes,
+                        );
+                    }
+                    Out::ReplyTrailers => {
+                        start_block(&mut self.block, &mut self.table_size_update);
+                        for (name, value) in REPLY_TRAILERS {
+                            hpack::encode_field(
+                                &mut self.block,
+                                name.as_bytes(),
+                                value.as_bytes(),
+                                false,
+                            );
+                        }
+                        frame::put_header_block(
+                            &mut self.write,
+                            id,
+                            &self.block,
+                            true,
+                            self.max_frame_bytes,
+                        );
+                        finished = true;
+                        break;
+                    }
+                    Out::Trailers(trailers) => {
+                        start_block(&mut self.block, &mut self.table_size_update);
                         encode_headers(&mut self.block, &trailers);
                         frame::put_header_block(
                             &mut self.write,
@@ -954,6 +1007,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
+/// Empties the header block scratch, starting it with a pending table size update.
+fn start_block(block: &mut Vec<u8>, table_size_update: &mut bool) {
+    block.clear();
+    if std::mem::take(table_size_update) {
+        // A dynamic table size update to 0 (RFC 7541 §6.3).
+        block.push(0x20);
+    }
+}
+
 fn schedule(outbox: &RefCell<Outbox>, ready: &Ready, id: u32) {
     let mut outbox = outbox.borrow_mut();
     if !outbox.scheduled && !outbox.frames.is_empty() {
@@ -984,21 +1046,28 @@ fn encode_headers(block: &mut Vec<u8>, headers: &HeaderMap) {
     }
 }
 
-/// The request a header block opens, or `None` if it is malformed (§8.3): pseudo
-/// fields first, each once, `:method`, `:scheme` and `:path` present, names lowercase,
-/// no connection-specific fields, `te` only as `trailers`.
-fn request(fields: Vec<hpack::Field>, body: RequestBody) -> Option<Request<RequestBody>> {
-    let mut method = None;
-    let mut scheme = false;
-    let mut path = None;
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    let mut regular = false;
-    for field in fields {
-        if let Some(pseudo) = field.name.strip_prefix(b":") {
-            if regular {
-                return None;
-            }
-            let slot_taken = match pseudo {
+/// A request's header fields, checked (§8.3): pseudo fields first, each once,
+/// `:method`, `:scheme` and `:path` present, names lowercase tokens, values without
+/// control characters, no connection-specific fields, `te` only as `trailers`.
+#[derive(Debug)]
+struct Parsed {
+    method: Vec<u8>,
+    path: Vec<u8>,
+    fields: Vec<hpack::Field>,
+}
+
+impl Parsed {
+    /// The checked request, or `None` if it is malformed.
+    fn from_fields(mut fields: Vec<hpack::Field>) -> Option<Parsed> {
+        let mut method = None;
+        let mut scheme = false;
+        let mut path = None;
+        let pseudo_count = fields
+            .iter()
+            .take_while(|field| field.name.first() == Some(&b':'))
+            .count();
+        for field in fields.drain(..pseudo_count) {
+            let slot_taken = match &field.name[1..] {
                 b"method" => method.replace(field.value).is_some(),
                 b"scheme" => std::mem::replace(&mut scheme, true),
                 b"path" => path.replace(field.value).is_some(),
@@ -1008,47 +1077,98 @@ fn request(fields: Vec<hpack::Field>, body: RequestBody) -> Option<Request<Reque
             if slot_taken {
                 return None;
             }
-            continue;
         }
-        regular = true;
-        if field.name.iter().any(u8::is_ascii_uppercase) {
+        for field in &fields {
+            if !valid_name(&field.name) || !valid_value(&field.value) {
+                return None;
+            }
+            let name = field.name.as_slice();
+            if matches!(
+                name,
+                b"connection"
+                    | b"keep-alive"
+                    | b"proxy-connection"
+                    | b"transfer-encoding"
+                    | b"upgrade"
+            ) || (name == b"te" && field.value != b"trailers")
+            {
+                return None;
+            }
+        }
+        let method = method.filter(|method| valid_name_token(method))?;
+        let path = path.filter(|path| !path.is_empty())?;
+        scheme.then_some(Parsed {
+            method,
+            path,
+            fields,
+        })
+    }
+
+    /// The fast-path method, if this is a plain unary call the fast path serves.
+    fn fast_method(&self, app: &ClientService) -> Option<UnaryMethod> {
+        if !app.takes_fast_path() {
             return None;
         }
-        let name = HeaderName::from_bytes(&field.name).ok()?;
-        if connection_specific(&name) || (name == header::TE && field.value != b"trailers") {
-            return None;
+        let first = |name: &[u8]| {
+            self.fields
+                .iter()
+                .find(|field| field.name == name)
+                .map(|field| field.value.as_slice())
+        };
+        UnaryMethod::of_plain_parts(
+            &self.method,
+            &self.path,
+            first(b"content-type"),
+            first(b"grpc-encoding"),
+        )
+    }
+
+    /// The request for the service.
+    fn into_request(self, body: RequestBody) -> Option<Request<RequestBody>> {
+        let mut headers = HeaderMap::with_capacity(self.fields.len());
+        for field in self.fields {
+            let name = HeaderName::from_bytes(&field.name).ok()?;
+            let mut value = HeaderValue::from_bytes(&field.value).ok()?;
+            value.set_sensitive(field.never_indexed);
+            headers.append(name, value);
         }
-        let mut value = HeaderValue::from_bytes(&field.value).ok()?;
-        value.set_sensitive(field.never_indexed);
-        headers.append(name, value);
+        let mut request = Request::new(body);
+        *request.method_mut() = Method::from_bytes(&self.method).ok()?;
+        *request.uri_mut() = Uri::from_maybe_shared(Bytes::from(self.path)).ok()?;
+        *request.version_mut() = Version::HTTP_2;
+        *request.headers_mut() = headers;
+        Some(request)
     }
-    let method = Method::from_bytes(&method?).ok()?;
-    let path = path.filter(|path| !path.is_empty())?;
-    if !scheme {
-        return None;
-    }
-    let uri = Uri::from_maybe_shared(Bytes::from(path)).ok()?;
-    let mut request = Request::new(body);
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_2;
-    *request.headers_mut() = headers;
-    Some(request)
 }
 
-/// One call: asks the service, then feeds the answer's head, data and trailers to the
-/// stream's outbox, waiting while the outbox is full.
-async fn respond(
-    app: ClientService,
-    request: Request<RequestBody>,
-    outbox: Rc<RefCell<Outbox>>,
-    ready: Ready,
+/// A header name as HTTP/2 allows it: a token of lowercase letters, digits and
+/// `!#$%&'*+-.^_`|~`.
+fn valid_name(name: &[u8]) -> bool {
+    valid_name_token(name) && !name.iter().any(u8::is_ascii_uppercase)
+}
+
+fn valid_name_token(token: &[u8]) -> bool {
+    !token.is_empty()
+        && token
+            .iter()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(byte))
+}
+
+/// A header value without control characters (tab allowed), as `HeaderValue` takes.
+fn valid_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&byte| byte == b'\t' || (byte >= 0x20 && byte != 0x7f))
+}
+
+/// Feeds a response's head, data and trailers to the stream's outbox, waiting while
+/// the outbox is full.
+async fn send(
+    response: axum::http::Response<super::unary::ClientBody>,
+    outbox: &Rc<RefCell<Outbox>>,
+    ready: &Ready,
     id: u32,
 ) {
-    let response = match hyper::service::Service::call(&app, request).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    };
     let (parts, body) = response.into_parts();
     let mut body = pin!(body);
     let mut headers = parts.headers;
@@ -1060,8 +1180,8 @@ async fn respond(
     }
     let end_stream = body.is_end_stream();
     push(
-        &outbox,
-        &ready,
+        outbox,
+        ready,
         id,
         Out::Head {
             status: parts.status,
@@ -1096,7 +1216,7 @@ async fn respond(
             },
         };
         let last = !matches!(next, Out::Data(_));
-        push(&outbox, &ready, id, next);
+        push(outbox, ready, id, next);
         if last {
             return;
         }

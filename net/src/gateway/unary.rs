@@ -50,7 +50,7 @@ const MESSAGE_PREFIX_BYTES: usize = 5;
 
 /// The unary methods served by the fast path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum UnaryMethod {
+pub(crate) enum UnaryMethod {
     Range,
     Put,
     DeleteRange,
@@ -92,21 +92,37 @@ impl UnaryMethod {
     /// The method of a plain unary gRPC call the fast path serves: HTTP/2, POST, one
     /// of [`UnaryMethod::ALL`], gRPC's protobuf content type, no compression.
     fn of_plain_call<B>(request: &Request<B>) -> Option<UnaryMethod> {
-        if request.version() != Version::HTTP_2 || request.method() != Method::POST {
+        if request.version() != Version::HTTP_2 {
             return None;
         }
         let headers = request.headers();
-        let content_type = headers.get(header::CONTENT_TYPE)?.as_bytes();
+        UnaryMethod::of_plain_parts(
+            request.method().as_str().as_bytes(),
+            request.uri().path().as_bytes(),
+            headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
+            headers.get("grpc-encoding").map(HeaderValue::as_bytes),
+        )
+    }
+
+    /// [`UnaryMethod::of_plain_call`] from an HTTP/2 request's parts: its method, path,
+    /// first content type and first `grpc-encoding`.
+    pub(crate) fn of_plain_parts(
+        method: &[u8],
+        path: &[u8],
+        content_type: Option<&[u8]>,
+        encoding: Option<&[u8]>,
+    ) -> Option<UnaryMethod> {
+        if method != Method::POST.as_str().as_bytes() {
+            return None;
+        }
+        let content_type = content_type?;
         if content_type != b"application/grpc" && content_type != b"application/grpc+proto" {
             return None;
         }
-        if headers
-            .get("grpc-encoding")
-            .is_some_and(|encoding| encoding.as_bytes() != b"identity")
-        {
+        if encoding.is_some_and(|encoding| encoding != b"identity") {
             return None;
         }
-        UnaryMethod::from_path(request.uri().path())
+        UnaryMethod::from_path(std::str::from_utf8(path).ok()?)
     }
 }
 
@@ -200,12 +216,24 @@ impl Inner {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        match self.answer(method, body).await {
+            UnaryAnswer::Reply(framed) => reply_response(framed),
+            UnaryAnswer::Failed(response) => *response,
+        }
+    }
+
+    /// The answer to one unary call, counted as the router's middleware counts it.
+    async fn answer<B>(&self, method: UnaryMethod, body: B) -> UnaryAnswer
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let metric = self.metric_ids[method as usize];
         let started = Instant::now();
         self.gateway.metrics.grpc_started(metric);
         let limit = self.message_bytes_max;
         let gateway = &self.gateway;
-        let response = match method {
+        let answer = match method {
             UnaryMethod::Range => unary(body, limit, |r| gateway.unary_range(r)).await,
             UnaryMethod::Put => unary(body, limit, |r| gateway.unary_put(r)).await,
             UnaryMethod::DeleteRange => unary(body, limit, |r| gateway.unary_delete_range(r)).await,
@@ -216,13 +244,49 @@ impl Inner {
                 unary(body, limit, |r| gateway.unary_lease_time_to_live(r)).await
             }
         };
-        let ok = !failed(response.headers());
+        let ok = match &answer {
+            UnaryAnswer::Reply(_) => true,
+            UnaryAnswer::Failed(response) => !failed(response.headers()),
+        };
         self.gateway
             .metrics
             .grpc_handled(metric, ok, started.elapsed());
-        response
+        answer
     }
 }
+
+impl ClientService {
+    /// Serves a plain unary call of `method` (see [`UnaryMethod::of_plain_parts`]) on
+    /// the fast path, whatever `fast_unary` says: the HTTP/2 server asks only when
+    /// [`ClientService::takes_fast_path`] said yes.
+    pub(crate) async fn answer_unary<B>(&self, method: UnaryMethod, body: B) -> UnaryAnswer
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.inner.answer(method, body).await
+    }
+
+    /// Whether plain unary calls take the fast path.
+    pub(crate) fn takes_fast_path(&self) -> bool {
+        self.inner.fast_unary
+    }
+}
+
+/// A fast-path answer.
+#[derive(Debug)]
+pub(crate) enum UnaryAnswer {
+    /// Success: the reply as one framed gRPC message. The response is
+    /// [`REPLY_HEADERS`], this, then [`REPLY_TRAILERS`].
+    Reply(Bytes),
+    /// Anything else, as the whole response tonic would give.
+    Failed(Box<Response<ClientBody>>),
+}
+
+/// The headers of a successful fast-path answer (besides `:status: 200`).
+pub(crate) const REPLY_HEADERS: [(&str, &str); 1] = [("content-type", "application/grpc")];
+/// Its trailers.
+pub(crate) const REPLY_TRAILERS: [(&str, &str); 1] = [("grpc-status", "0")];
 
 /// Whether response headers carry a gRPC failure (a trailers-only answer): how the
 /// gRPC metrics tell a failed call from a successful one.
@@ -233,11 +297,7 @@ pub(crate) fn failed(headers: &HeaderMap) -> bool {
 }
 
 /// Reads the request message from `body`, hands it to `handle` and frames its answer.
-async fn unary<B, M, R, F, Fut>(
-    body: B,
-    message_bytes_max: usize,
-    handle: F,
-) -> Response<ClientBody>
+async fn unary<B, M, R, F, Fut>(body: B, message_bytes_max: usize, handle: F) -> UnaryAnswer
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -248,11 +308,14 @@ where
 {
     let request = match read_message::<B, M>(body, message_bytes_max).await {
         Ok(request) => request,
-        Err(status) => return status.into_http(),
+        Err(status) => return UnaryAnswer::Failed(Box::new(status.into_http())),
     };
     match handle(request).await {
-        Ok(reply) => reply_response(&reply),
-        Err(status) => status.into_http(),
+        Ok(reply) => match framed_reply(&reply) {
+            Ok(framed) => UnaryAnswer::Reply(framed),
+            Err(failed) => UnaryAnswer::Failed(failed),
+        },
+        Err(status) => UnaryAnswer::Failed(Box::new(status.into_http())),
     }
 }
 
@@ -342,10 +405,11 @@ fn check_prefix(
     Ok(length)
 }
 
-/// A successful answer: gRPC's content type, the reply as one message, `grpc-status: 0`.
-fn reply_response<R: Message>(reply: &R) -> Response<ClientBody> {
+/// The reply framed as one gRPC message, or, for a reply over 4 GiB, tonic's answer:
+/// the headers as a success, the trailers carrying the failure.
+fn framed_reply<R: Message>(reply: &R) -> Result<Bytes, Box<Response<ClientBody>>> {
     let length = reply.encoded_len();
-    let body = match u32::try_from(length) {
+    match u32::try_from(length) {
         Ok(prefix_length) => {
             let mut framed = BytesMut::with_capacity(MESSAGE_PREFIX_BYTES + length);
             framed.put_u8(0);
@@ -353,24 +417,32 @@ fn reply_response<R: Message>(reply: &R) -> Response<ClientBody> {
             reply
                 .encode(&mut framed)
                 .expect("the buffer holds the encoded length");
-            UnaryBody {
-                data: Some(framed.freeze()),
-                trailers: Some(status_trailers(Status::ok(""))),
-            }
+            Ok(framed.freeze())
         }
-        // As tonic: the headers went out as a success, the trailers carry the failure.
-        Err(_) => UnaryBody {
+        Err(_) => Err(Box::new(grpc_response(UnaryBody {
             data: None,
             trailers: Some(status_trailers(Status::resource_exhausted(format!(
                 "Cannot return body with more than 4GB of data but got {length} bytes"
             )))),
-        },
-    };
+        }))),
+    }
+}
+
+/// A successful answer: gRPC's content type, the framed reply, `grpc-status: 0`.
+fn reply_response(framed: Bytes) -> Response<ClientBody> {
+    grpc_response(UnaryBody {
+        data: Some(framed),
+        trailers: Some(status_trailers(Status::ok(""))),
+    })
+}
+
+fn grpc_response(body: UnaryBody) -> Response<ClientBody> {
     let mut response = Response::new(ClientBody::Unary(body));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
+    for (name, value) in REPLY_HEADERS {
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
     response
 }
 

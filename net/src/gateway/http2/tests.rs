@@ -68,6 +68,11 @@ fn answer(request: ShardRequest) -> Option<ShardResponse> {
 /// Starts a server thread (a current-thread runtime, as a core runs the connection
 /// task) and returns its address.
 fn start() -> SocketAddr {
+    start_with(true)
+}
+
+/// [`start`], with plain unary calls on the fast path or not.
+fn start_with(fast_unary: bool) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -102,7 +107,11 @@ fn start() -> SocketAddr {
                 Arc::new(ServerConfig::default()),
                 Arc::new(Metrics::default()),
             );
-            let app = ClientService::new(gateway);
+            let app = if fast_unary {
+                ClientService::new(gateway)
+            } else {
+                ClientService::router_only(gateway)
+            };
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             loop {
                 let (mut stream, _) = listener.accept().await.unwrap();
@@ -264,6 +273,75 @@ fn a_reset_call_leaves_the_connection_working() {
         assert!(response.await.is_err());
         let (_, status) = call(&mut client, address, "/etcdserverpb.KV/Range", range("a")).await;
         assert_eq!(status, "0");
+    });
+}
+
+/// What a client sees of one call: status, headers, body and trailers.
+async fn whole_answer(
+    client: &mut h2::client::SendRequest<Bytes>,
+    address: SocketAddr,
+    path: &str,
+    message: Bytes,
+) -> (u16, Vec<(String, Vec<u8>)>, Vec<u8>, Vec<(String, Vec<u8>)>) {
+    let (response, mut send) = client
+        .send_request(grpc_request(address, path), false)
+        .unwrap();
+    send.send_data(message, true).unwrap();
+    let response = response.await.unwrap();
+    let list = |headers: &axum::http::HeaderMap| {
+        headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let status = response.status().as_u16();
+    let headers = list(response.headers());
+    let mut body = response.into_body();
+    let mut data = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        data.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await.unwrap().unwrap_or_default();
+    (status, headers, data, list(&trailers))
+}
+
+/// On the wire, the fast path's answers are the router's (tonic's), byte for byte:
+/// successes, failures of the shard and malformed requests alike.
+#[test]
+fn the_fast_path_answers_on_the_wire_as_the_router_does() {
+    let fast = start_with(true);
+    let routed = start_with(false);
+    let put = grpc_message(&pb::PutRequest {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    });
+    let cases: Vec<(&str, Bytes)> = vec![
+        ("/etcdserverpb.KV/Range", range("big:1000")),
+        ("/etcdserverpb.KV/Put", put),
+        (
+            "/etcdserverpb.KV/Txn",
+            grpc_message(&pb::TxnRequest::default()),
+        ),
+        (
+            "/etcdserverpb.KV/Range",
+            Bytes::from_static(b"\x00\x00\x00\x00\x03\xff\xff\xff"),
+        ),
+        (
+            "/etcdserverpb.KV/Range",
+            Bytes::from_static(b"\x01\x00\x00\x00\x00"),
+        ),
+    ];
+    client_runtime().block_on(async {
+        let mut fast_client = connect(fast, 65_535).await;
+        let mut routed_client = connect(routed, 65_535).await;
+        for (path, message) in cases {
+            let fast_answer = whole_answer(&mut fast_client, fast, path, message.clone()).await;
+            let routed_answer = whole_answer(&mut routed_client, routed, path, message).await;
+            assert_eq!(fast_answer, routed_answer, "{path}");
+        }
     });
 }
 
