@@ -669,8 +669,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if !data.is_empty() && !body.push(Bytes::copy_from_slice(&payload[data.clone()])) {
             granted += data.len();
         }
-        self.recv_unacked += granted;
-        stream.recv_unacked += granted;
+        if granted > 0 {
+            // Granted with what readers took, stream and connection alike.
+            lock(&self.credit.taken).push((head.stream, granted));
+        }
         if head.has(frame::FLAG_END_STREAM) {
             if let Some(body) = stream.body.take() {
                 body.end(None);
@@ -830,21 +832,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// owed, so small requests do not cost a frame each.
     fn take_credit(&mut self) {
         let taken = std::mem::take(&mut *lock(&self.credit.taken));
+        let stream_threshold = STREAM_WINDOW as usize / 4;
         for (id, bytes) in taken {
             self.recv_unacked += bytes;
-            if let Some(stream) = self.streams.get_mut(&id) {
-                if stream.body.is_some() {
-                    stream.recv_unacked += bytes;
-                }
+            let Some(stream) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            if stream.body.is_none() {
+                continue;
             }
-        }
-        let stream_threshold = STREAM_WINDOW as usize / 4;
-        for (&id, stream) in self.streams.iter_mut() {
+            stream.recv_unacked += bytes;
             if stream.recv_unacked >= stream_threshold {
-                if stream.body.is_some() {
-                    frame::put_window_update(&mut self.write, id, stream.recv_unacked as u32);
-                    stream.recv_window += stream.recv_unacked as i64;
-                }
+                frame::put_window_update(&mut self.write, id, stream.recv_unacked as u32);
+                stream.recv_window += stream.recv_unacked as i64;
                 stream.recv_unacked = 0;
             }
         }

@@ -192,7 +192,9 @@ impl ShardHandle {
         }
     }
 
-    /// Sends one request and waits for its one reply.
+    /// Sends one request and waits for its one reply. On the core this handle's bridge
+    /// runs on, with nothing queued before it, the request goes straight into the core's
+    /// batch (the bridge would do just that, a channel and a task wake-up later).
     pub async fn call(&self, request: Request) -> Result<Response, Stopped> {
         let (sink, reply) = oneshot::channel();
         let message = GatewayMessage::Call {
@@ -201,8 +203,43 @@ impl ShardHandle {
             request,
             sink: Sink::Once(sink),
         };
-        self.sender.send(message).await.map_err(|_| Stopped)?;
+        if let Some(message) = self.submit_here(message) {
+            self.sender.send(message).await.map_err(|_| Stopped)?;
+        }
         reply.await.map_err(|_| Stopped)
+    }
+
+    /// Submits a call straight into the core of this handle's bridge if the caller
+    /// runs on it and no message waits in the bridge's queue (everything received is
+    /// already submitted: the bridge submits a batch without yielding), so the call
+    /// keeps its order. Returns the message otherwise.
+    fn submit_here(&self, message: GatewayMessage) -> Option<GatewayMessage> {
+        if self.sender.capacity() != self.sender.max_capacity() {
+            return Some(message);
+        }
+        let key = self.key();
+        LOCAL_BRIDGE.with(|local| match local.borrow().as_ref() {
+            Some((bridge, core)) if *bridge == key => {
+                if let GatewayMessage::Call {
+                    session,
+                    request_id,
+                    request,
+                    sink,
+                } = message
+                {
+                    submit(core, session, request_id, request, sink, Instant::now());
+                    None
+                } else {
+                    Some(message)
+                }
+            }
+            _ => Some(message),
+        })
+    }
+
+    /// Tells this handle's bridge apart from the other cores' bridges.
+    fn key(&self) -> usize {
+        std::sync::Arc::as_ptr(&self.ids) as usize
     }
 
     /// Sends one request whose replies form a stream into `replies`, tagged with the
@@ -295,14 +332,52 @@ impl Sinks {
     }
 }
 
+thread_local! {
+    /// The bridge running on this thread, by its handle's key, and its core.
+    static LOCAL_BRIDGE: RefCell<Option<(usize, Rc<Core>)>> = const { RefCell::new(None) };
+}
+
+/// Checks a gateway request at the edge and submits it into the core's batch, with
+/// its sink filed under its request id.
+fn submit(
+    core: &Core,
+    session: u64,
+    request_id: u64,
+    request: Request,
+    sink: Sink,
+    received: Instant,
+) {
+    if let Err(response) = validate(&request, core.config()) {
+        sink.send_last(request_id, response);
+        return;
+    }
+    core.gateway_sinks()
+        .borrow_mut()
+        .by_request
+        .insert(request_id, (session, sink));
+    core.submit(ClientRequest {
+        core: core.index(),
+        connection: session,
+        request_id,
+        request,
+        received,
+    });
+}
+
 /// Runs on one core: takes the gateway's messages and feeds them to the shard as that
-/// core's requests.
-pub(crate) async fn run_bridge(core: Rc<Core>, mut receiver: mpsc::Receiver<GatewayMessage>) {
+/// core's requests. `handle` is the gateway's end of `receiver`: calls made through it
+/// on this core skip the queue (see [`ShardHandle::call`]).
+pub(crate) async fn run_bridge(
+    core: Rc<Core>,
+    handle: &ShardHandle,
+    mut receiver: mpsc::Receiver<GatewayMessage>,
+) {
+    LOCAL_BRIDGE.with(|local| *local.borrow_mut() = Some((handle.key(), core.clone())));
     let sinks: Rc<RefCell<Sinks>> = core.gateway_sinks();
     let mut batch = Vec::with_capacity(BRIDGE_BATCH_MAX);
     loop {
         if receiver.recv_many(&mut batch, BRIDGE_BATCH_MAX).await == 0 {
-            return;
+            break;
         }
         let now = Instant::now();
         for message in batch.drain(..) {
@@ -312,23 +387,7 @@ pub(crate) async fn run_bridge(core: Rc<Core>, mut receiver: mpsc::Receiver<Gate
                     request_id,
                     request,
                     sink,
-                } => {
-                    if let Err(response) = validate(&request, core.config()) {
-                        sink.send_last(request_id, response);
-                        continue;
-                    }
-                    sinks
-                        .borrow_mut()
-                        .by_request
-                        .insert(request_id, (session, sink));
-                    core.submit(ClientRequest {
-                        core: core.index(),
-                        connection: session,
-                        request_id,
-                        request,
-                        received: now,
-                    });
-                }
+                } => submit(&core, session, request_id, request, sink, now),
                 GatewayMessage::Close { session } => {
                     sinks.borrow_mut().close(session);
                     core.connection_closed(session);
@@ -336,6 +395,7 @@ pub(crate) async fn run_bridge(core: Rc<Core>, mut receiver: mpsc::Receiver<Gate
             }
         }
     }
+    LOCAL_BRIDGE.with(|local| *local.borrow_mut() = None);
 }
 
 #[cfg(test)]
