@@ -66,7 +66,8 @@ const CONNECTION_WINDOW: u32 = 8 << 20;
 const OUTBOX_BYTES_MAX: usize = 256 * 1024;
 /// The largest header block (HEADERS plus CONTINUATIONs) a client may send.
 const HEADER_BLOCK_BYTES_MAX: usize = 64 * 1024;
-/// The largest decoded header list (SETTINGS_MAX_HEADER_LIST_SIZE).
+/// The largest decoded header list (indexed fields may make it larger than its block;
+/// SETTINGS_MAX_HEADER_LIST_SIZE announces only the block's limit).
 const HEADER_LIST_BYTES_MAX: usize = 2 * HEADER_BLOCK_BYTES_MAX;
 /// `:status: 200`, index 8 of HPACK's static table.
 const STATUS_200: u8 = 0x88;
@@ -117,6 +118,8 @@ struct Outbox {
     queued_bytes: usize,
     /// Whether the stream is in the connection's ready list.
     scheduled: bool,
+    /// Whether the stream is in the connection's list of streams waiting for a window.
+    blocked: bool,
     /// The producer waiting for room.
     producer: Option<Waker>,
 }
@@ -329,9 +332,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             &mut write,
             &[
                 (frame::SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW),
+                // What a block may hold encoded; decoded lists get twice that.
                 (
                     frame::SETTINGS_MAX_HEADER_LIST_SIZE,
-                    HEADER_LIST_BYTES_MAX as u32,
+                    HEADER_BLOCK_BYTES_MAX as u32,
                 ),
             ],
         );
@@ -630,6 +634,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     fn unblock_all(&mut self) {
         for id in std::mem::take(&mut self.blocked) {
             if let Some(stream) = self.streams.get(&id) {
+                stream.outbox.borrow_mut().blocked = false;
                 schedule(&stream.outbox, &self.ready, id);
             }
         }
@@ -742,8 +747,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             return Ok(());
         }
-        if id % 2 == 0 || id <= self.last_stream {
+        if id % 2 == 0 {
             return Err(ConnectionError(frame::PROTOCOL_ERROR));
+        }
+        if id <= self.last_stream {
+            // A stream already closed (the server may have reset it while the client's
+            // trailers were on their way): ignored, as its DATA is (§5.1).
+            return Ok(());
         }
         self.last_stream = id;
         let state = Arc::new(Mutex::new(BodyState {
@@ -871,6 +881,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             let mut outbox = outbox_rc.borrow_mut();
             outbox.scheduled = false;
             let mut finished = false;
+            let mut was_reset = false;
             while let Some(out) = outbox.frames.pop_front() {
                 match out {
                     Out::Head {
@@ -908,7 +919,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         let count = data.len().min(window).min(self.max_frame_bytes);
                         if count == 0 && !data.is_empty() {
                             outbox.frames.push_front(Out::Data(data));
-                            self.blocked.push(id);
+                            if !std::mem::replace(&mut outbox.blocked, true) {
+                                self.blocked.push(id);
+                            }
                             break;
                         }
                         frame::put_data(&mut self.write, id, &data[..count], false);
@@ -985,6 +998,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     Out::Reset(code) => {
                         frame::put_rst_stream(&mut self.write, id, code);
                         finished = true;
+                        was_reset = true;
                         break;
                     }
                 }
@@ -997,10 +1011,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             drop(outbox);
             if finished {
                 let stream = self.streams.remove(&id).expect("looked up above");
-                if let Some(body) = stream.body {
-                    // The answer is complete while the client still sends: it may stop.
-                    body.end(None);
-                    frame::put_rst_stream(&mut self.write, id, frame::NO_ERROR);
+                match stream.body {
+                    Some(body) if was_reset => body.end(Some(tonic::Status::cancelled(
+                        "h2 protocol error: stream reset",
+                    ))),
+                    Some(body) => {
+                        // The answer is complete while the client still sends: it may stop.
+                        body.end(None);
+                        frame::put_rst_stream(&mut self.write, id, frame::NO_ERROR);
+                    }
+                    None => {}
                 }
             }
         }

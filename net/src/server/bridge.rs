@@ -218,27 +218,30 @@ impl ShardHandle {
             return Some(message);
         }
         let key = self.key();
-        LOCAL_BRIDGE.with(|local| match local.borrow().as_ref() {
-            Some((bridge, core)) if *bridge == key => {
-                if let GatewayMessage::Call {
-                    session,
-                    request_id,
-                    request,
-                    sink,
-                } = message
-                {
-                    submit(core, session, request_id, request, sink, Instant::now());
-                    None
-                } else {
-                    Some(message)
-                }
+        let core = LOCAL_BRIDGE.with(|local| match local.borrow().as_ref() {
+            Some((bridge, core)) if *bridge == key => core.upgrade(),
+            _ => None,
+        });
+        let Some(core) = core else {
+            return Some(message);
+        };
+        match message {
+            GatewayMessage::Call {
+                session,
+                request_id,
+                request,
+                sink,
+            } => {
+                submit(&core, session, request_id, request, sink, Instant::now());
+                None
             }
-            _ => Some(message),
-        })
+            message => Some(message),
+        }
     }
 
-    /// Tells this handle's bridge apart from the other cores' bridges.
-    fn key(&self) -> usize {
+    /// Tells this handle's bridge apart from the other cores' bridges (see
+    /// [`run_bridge`]).
+    pub(crate) fn key(&self) -> usize {
         std::sync::Arc::as_ptr(&self.ids) as usize
     }
 
@@ -334,7 +337,7 @@ impl Sinks {
 
 thread_local! {
     /// The bridge running on this thread, by its handle's key, and its core.
-    static LOCAL_BRIDGE: RefCell<Option<(usize, Rc<Core>)>> = const { RefCell::new(None) };
+    static LOCAL_BRIDGE: RefCell<Option<(usize, std::rc::Weak<Core>)>> = const { RefCell::new(None) };
 }
 
 /// Checks a gateway request at the edge and submits it into the core's batch, with
@@ -365,14 +368,14 @@ fn submit(
 }
 
 /// Runs on one core: takes the gateway's messages and feeds them to the shard as that
-/// core's requests. `handle` is the gateway's end of `receiver`: calls made through it
-/// on this core skip the queue (see [`ShardHandle::call`]).
+/// core's requests. `key` is [`ShardHandle::key`] of the gateway's end of `receiver`:
+/// calls made through it on this core skip the queue (see [`ShardHandle::call`]).
 pub(crate) async fn run_bridge(
     core: Rc<Core>,
-    handle: &ShardHandle,
+    key: usize,
     mut receiver: mpsc::Receiver<GatewayMessage>,
 ) {
-    LOCAL_BRIDGE.with(|local| *local.borrow_mut() = Some((handle.key(), core.clone())));
+    LOCAL_BRIDGE.with(|local| *local.borrow_mut() = Some((key, Rc::downgrade(&core))));
     let sinks: Rc<RefCell<Sinks>> = core.gateway_sinks();
     let mut batch = Vec::with_capacity(BRIDGE_BATCH_MAX);
     loop {

@@ -185,7 +185,7 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
     let mut core_threads = Vec::new();
     for core in 0..cores {
         let (gateway_handle, bridge) = ShardHandle::new();
-        let bridge_handle = gateway_handle.clone();
+        let bridge_key = gateway_handle.key();
         gateway_handles.push(gateway_handle);
         let (client_sender, client_receiver) = tokio::sync::oneshot::channel::<ClientListeners>();
         client_senders.push(client_sender);
@@ -242,11 +242,7 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
                     to_shard.connect().await,
                     from_shard.connect().await,
                 );
-                let core_for_bridge = core.clone();
-                glommio::spawn_local(async move {
-                    run_bridge(core_for_bridge, &bridge_handle, bridge).await;
-                })
-                .detach();
+                glommio::spawn_local(run_bridge(core.clone(), bridge_key, bridge)).detach();
                 glommio::spawn_local(return_freed_memory(core_metrics)).detach();
                 glommio::spawn_local(async move {
                     // The client URLs open later, once there is a leader.
