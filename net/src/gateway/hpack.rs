@@ -300,18 +300,10 @@ impl Reader<'_> {
     }
 }
 
-/// Appends `field` as a literal without indexing (never indexed if it was sent so)
-/// with a literal name and raw strings: no table state on either side.
-pub fn encode_literal(out: &mut Vec<u8>, field: &Field) {
-    // §6.2.2 / §6.2.3 with name index 0: the whole first byte is the pattern.
-    out.push(if field.never_indexed { 0x10 } else { 0x00 });
-    encode_string(out, &field.name);
-    encode_string(out, &field.value);
-}
-
 /// Appends a field as a literal without indexing (never indexed if `never_indexed`)
-/// with a literal name: [`encode_literal`] without building a [`Field`].
+/// with a literal name and raw strings: no table state on either side.
 pub fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8], never_indexed: bool) {
+    // §6.2.2 / §6.2.3 with name index 0: the whole first byte is the pattern.
     out.push(if never_indexed { 0x10 } else { 0x00 });
     encode_string(out, name);
     encode_string(out, value);
@@ -762,7 +754,7 @@ mod tests {
 
     #[test]
     fn literals_decode_as_encoded() {
-        // encode_literal's output decodes to the same fields in any decoder state, and
+        // encode_field's output decodes to the same fields in any decoder state, and
         // keeps "never indexed".
         let fields = vec![
             Field {
@@ -783,7 +775,7 @@ mod tests {
         ];
         let mut block = Vec::new();
         for field in &fields {
-            encode_literal(&mut block, field);
+            encode_field(&mut block, &field.name, &field.value, field.never_indexed);
         }
         let mut used = Decoder::new(4096);
         used.decode(&hex("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff"), 1 << 16)

@@ -128,15 +128,14 @@ struct Outbox {
 type Ready = Rc<RefCell<Vec<u32>>>;
 
 fn push(outbox: &RefCell<Outbox>, ready: &Ready, stream: u32, frame: Out) {
-    let mut outbox = outbox.borrow_mut();
-    if let Out::Data(data) = &frame {
-        outbox.queued_bytes += data.len();
+    {
+        let mut outbox = outbox.borrow_mut();
+        if let Out::Data(data) = &frame {
+            outbox.queued_bytes += data.len();
+        }
+        outbox.frames.push_back(frame);
     }
-    outbox.frames.push_back(frame);
-    if !outbox.scheduled {
-        outbox.scheduled = true;
-        ready.borrow_mut().push(stream);
-    }
+    schedule(outbox, ready, stream);
 }
 
 /// Bytes request readers took (or dropped), to grant back to the client.
@@ -299,9 +298,7 @@ struct Connection<S> {
     /// A GOAWAY was queued: write what is queued, then close.
     closing: bool,
     decoder: hpack::Decoder,
-    /// The next header block starts with a table size update to 0 (the client
-    /// lowered SETTINGS_HEADER_TABLE_SIZE; the server's table is always empty).
-    table_size_update: bool,
+    headers: HeaderEncoder,
     /// The client's SETTINGS_MAX_FRAME_SIZE.
     max_frame_bytes: usize,
     /// The client's SETTINGS_INITIAL_WINDOW_SIZE.
@@ -321,8 +318,6 @@ struct Connection<S> {
     /// Streams with data waiting for a window.
     blocked: Vec<u32>,
     credit: Arc<Credit>,
-    /// Scratch for encoding header blocks.
-    block: Vec<u8>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -355,7 +350,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             written: 0,
             closing: false,
             decoder: hpack::Decoder::new(HEADER_TABLE_BYTES),
-            table_size_update: false,
+            headers: HeaderEncoder::default(),
             max_frame_bytes: frame::DEFAULT_MAX_FRAME_BYTES,
             initial_send_window: frame::DEFAULT_WINDOW,
             send_window: frame::DEFAULT_WINDOW,
@@ -368,7 +363,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             ready: Rc::new(RefCell::new(Vec::new())),
             blocked: Vec::new(),
             credit: Arc::new(Credit::default()),
-            block: Vec::new(),
         }
     }
 
@@ -564,7 +558,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             let value = u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]);
             match id {
                 frame::SETTINGS_HEADER_TABLE_SIZE if (value as usize) < HEADER_TABLE_BYTES => {
-                    self.table_size_update = true;
+                    self.headers.table_size_update = true;
                 }
                 frame::SETTINGS_INITIAL_WINDOW_SIZE => {
                     if i64::from(value) > frame::WINDOW_MAX {
@@ -756,6 +750,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             return Ok(());
         }
         self.last_stream = id;
+        let Some(parsed) = Parsed::from_fields(fields) else {
+            frame::put_rst_stream(&mut self.write, id, frame::PROTOCOL_ERROR);
+            return Ok(());
+        };
         let state = Arc::new(Mutex::new(BodyState {
             ended: end_stream,
             ..BodyState::default()
@@ -764,10 +762,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             state: state.clone(),
             stream: id,
             credit: self.credit.clone(),
-        };
-        let Some(parsed) = Parsed::from_fields(fields) else {
-            frame::put_rst_stream(&mut self.write, id, frame::PROTOCOL_ERROR);
-            return Ok(());
         };
         let outbox = Rc::new(RefCell::new(Outbox::default()));
         let app = self.app.clone();
@@ -815,27 +809,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// The client reset a stream: its call is dropped, its body fails as cancelled.
     fn cancel(&mut self, id: u32) {
-        if let Some(stream) = self.streams.remove(&id) {
-            stream.abort.abort();
-            if let Some(body) = stream.body {
-                body.end(Some(tonic::Status::cancelled(
-                    "h2 protocol error: stream cancelled",
-                )));
-            }
-        }
+        self.close_stream(id, "h2 protocol error: stream cancelled");
     }
 
     /// The server resets a stream with `code`.
     fn reset(&mut self, id: u32, code: u32) {
-        if let Some(stream) = self.streams.remove(&id) {
-            stream.abort.abort();
-            if let Some(body) = stream.body {
-                body.end(Some(tonic::Status::cancelled(
-                    "h2 protocol error: stream reset",
-                )));
-            }
+        if self.close_stream(id, "h2 protocol error: stream reset") {
             frame::put_rst_stream(&mut self.write, id, code);
         }
+    }
+
+    /// Drops an open stream's call and fails its body with `reason`; false if the
+    /// stream was not open.
+    fn close_stream(&mut self, id: u32, reason: &str) -> bool {
+        let Some(stream) = self.streams.remove(&id) else {
+            return false;
+        };
+        stream.abort.abort();
+        if let Some(body) = stream.body {
+            body.end(Some(tonic::Status::cancelled(reason)));
+        }
+        true
     }
 
     /// Grants back what readers took: a WINDOW_UPDATE once a quarter of a window is
@@ -889,25 +883,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         headers,
                         end_stream,
                     } => {
-                        start_block(&mut self.block, &mut self.table_size_update);
-                        let status = status.as_str();
-                        if status == "200" {
-                            self.block.push(STATUS_200);
-                        } else {
-                            hpack::encode_field(
-                                &mut self.block,
-                                b":status",
-                                status.as_bytes(),
-                                false,
-                            );
-                        }
-                        encode_headers(&mut self.block, &headers);
-                        frame::put_header_block(
+                        self.headers.put(
                             &mut self.write,
                             id,
-                            &self.block,
                             end_stream,
                             self.max_frame_bytes,
+                            |block| {
+                                let status = status.as_str();
+                                if status == "200" {
+                                    block.push(STATUS_200);
+                                } else {
+                                    hpack::encode_field(
+                                        block,
+                                        b":status",
+                                        status.as_bytes(),
+                                        false,
+                                    );
+                                }
+                                encode_headers(block, &headers);
+                            },
                         );
                         if end_stream {
                             finished = true;
@@ -939,53 +933,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         }
                     }
                     Out::ReplyHead => {
-                        start_block(&mut self.block, &mut self.table_size_update);
-                        self.block.push(STATUS_200);
-                        for (name, value) in REPLY_HEADERS {
-                            hpack::encode_field(
-                                &mut self.block,
-                                name.as_bytes(),
-                                value.as_bytes(),
-                                false,
-                            );
-                        }
-                        frame::put_header_block(
+                        self.headers.put(
                             &mut self.write,
                             id,
-                            &self.block,
                             false,
                             self.max_frame_bytes,
+                            |block| {
+                                block.push(STATUS_200);
+                                encode_fields(block, &REPLY_HEADERS);
+                            },
                         );
                     }
                     Out::ReplyTrailers => {
-                        start_block(&mut self.block, &mut self.table_size_update);
-                        for (name, value) in REPLY_TRAILERS {
-                            hpack::encode_field(
-                                &mut self.block,
-                                name.as_bytes(),
-                                value.as_bytes(),
-                                false,
-                            );
-                        }
-                        frame::put_header_block(
+                        self.headers.put(
                             &mut self.write,
                             id,
-                            &self.block,
                             true,
                             self.max_frame_bytes,
+                            |block| encode_fields(block, &REPLY_TRAILERS),
                         );
                         finished = true;
                         break;
                     }
                     Out::Trailers(trailers) => {
-                        start_block(&mut self.block, &mut self.table_size_update);
-                        encode_headers(&mut self.block, &trailers);
-                        frame::put_header_block(
+                        self.headers.put(
                             &mut self.write,
                             id,
-                            &self.block,
                             true,
                             self.max_frame_bytes,
+                            |block| encode_headers(block, &trailers),
                         );
                         finished = true;
                         break;
@@ -1027,12 +1003,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-/// Empties the header block scratch, starting it with a pending table size update.
-fn start_block(block: &mut Vec<u8>, table_size_update: &mut bool) {
-    block.clear();
-    if std::mem::take(table_size_update) {
-        // A dynamic table size update to 0 (RFC 7541 §6.3).
-        block.push(0x20);
+/// Writes the server's header blocks. HPACK state is none: every field is a literal
+/// (see [`hpack`]), so the only thing to remember is a table size update owed to a
+/// client that lowered SETTINGS_HEADER_TABLE_SIZE.
+#[derive(Debug, Default)]
+struct HeaderEncoder {
+    /// Scratch for the block being encoded.
+    block: Vec<u8>,
+    /// The next block starts with a dynamic table size update to 0 (RFC 7541 §6.3).
+    table_size_update: bool,
+}
+
+impl HeaderEncoder {
+    /// Appends `encode`'s fields to `write` as HEADERS (plus CONTINUATIONs) of `stream`.
+    fn put(
+        &mut self,
+        write: &mut Vec<u8>,
+        stream: u32,
+        end_stream: bool,
+        max_frame_bytes: usize,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) {
+        self.block.clear();
+        if std::mem::take(&mut self.table_size_update) {
+            self.block.push(0x20);
+        }
+        encode(&mut self.block);
+        frame::put_header_block(write, stream, &self.block, end_stream, max_frame_bytes);
     }
 }
 
@@ -1051,6 +1048,12 @@ fn connection_specific(name: &HeaderName) -> bool {
         || name == header::UPGRADE
         || name.as_str() == "keep-alive"
         || name.as_str() == "proxy-connection"
+}
+
+fn encode_fields(block: &mut Vec<u8>, fields: &[(&str, &str)]) {
+    for (name, value) in fields {
+        hpack::encode_field(block, name.as_bytes(), value.as_bytes(), false);
+    }
 }
 
 fn encode_headers(block: &mut Vec<u8>, headers: &HeaderMap) {

@@ -5,10 +5,9 @@
 //! accepts ([`serve_on_core`]): HTTP/2 with [`http2`], HTTP/1.1 with hyper. A unary
 //! call is decoded, handed to the shard and answered on one thread, and the replies of
 //! one shard round reach the connection task together, so they go out with one socket
-//! write. Requests reach the shard
-//! through the core's bridge. A small tokio runtime ([`start_runtime`]) runs what
-//! outlives a call (watch and keep-alive streams, lock sessions), the timers, and the
-//! metrics-only listeners.
+//! write. Requests reach the shard through the core's bridge. A small tokio runtime
+//! ([`start_runtime`]) runs what outlives a call (watch and keep-alive streams, lock
+//! sessions), the timers, and the metrics-only listeners.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -430,9 +430,13 @@ fn framed_reply<R: Message>(reply: &R) -> Result<Bytes, Box<Response<ClientBody>
 
 /// A successful answer: gRPC's content type, the framed reply, `grpc-status: 0`.
 fn reply_response(framed: Bytes) -> Response<ClientBody> {
+    let mut trailers = HeaderMap::with_capacity(REPLY_TRAILERS.len());
+    for (name, value) in REPLY_TRAILERS {
+        trailers.insert(name, HeaderValue::from_static(value));
+    }
     grpc_response(UnaryBody {
         data: Some(framed),
-        trailers: Some(status_trailers(Status::ok(""))),
+        trailers: Some(trailers),
     })
 }
 

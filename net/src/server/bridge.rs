@@ -209,9 +209,9 @@ impl ShardHandle {
         reply.await.map_err(|_| Stopped)
     }
 
-    /// Submits a call straight into the core of this handle's bridge if the caller
+    /// Hands a message straight to the core of this handle's bridge if the caller
     /// runs on it and no message waits in the bridge's queue (everything received is
-    /// already submitted: the bridge submits a batch without yielding), so the call
+    /// already handled: the bridge handles a batch without yielding), so the message
     /// keeps its order. Returns the message otherwise.
     fn submit_here(&self, message: GatewayMessage) -> Option<GatewayMessage> {
         if self.sender.capacity() != self.sender.max_capacity() {
@@ -222,20 +222,12 @@ impl ShardHandle {
             Some((bridge, core)) if *bridge == key => core.upgrade(),
             _ => None,
         });
-        let Some(core) = core else {
-            return Some(message);
-        };
-        match message {
-            GatewayMessage::Call {
-                session,
-                request_id,
-                request,
-                sink,
-            } => {
-                submit(&core, session, request_id, request, sink, Instant::now());
+        match core {
+            Some(core) => {
+                handle(&core, message, Instant::now());
                 None
             }
-            message => Some(message),
+            None => Some(message),
         }
     }
 
@@ -340,31 +332,38 @@ thread_local! {
     static LOCAL_BRIDGE: RefCell<Option<(usize, std::rc::Weak<Core>)>> = const { RefCell::new(None) };
 }
 
-/// Checks a gateway request at the edge and submits it into the core's batch, with
-/// its sink filed under its request id.
-fn submit(
-    core: &Core,
-    session: u64,
-    request_id: u64,
-    request: Request,
-    sink: Sink,
-    received: Instant,
-) {
-    if let Err(response) = validate(&request, core.config()) {
-        sink.send_last(request_id, response);
-        return;
+/// Does what a gateway message asks on its core: a call is checked at the edge and
+/// submitted into the core's batch, its sink filed under its request id; a close drops
+/// the session's sinks and watches.
+fn handle(core: &Core, message: GatewayMessage, received: Instant) {
+    match message {
+        GatewayMessage::Call {
+            session,
+            request_id,
+            request,
+            sink,
+        } => {
+            if let Err(response) = validate(&request, core.config()) {
+                sink.send_last(request_id, response);
+                return;
+            }
+            core.gateway_sinks()
+                .borrow_mut()
+                .by_request
+                .insert(request_id, (session, sink));
+            core.submit(ClientRequest {
+                core: core.index(),
+                connection: session,
+                request_id,
+                request,
+                received,
+            });
+        }
+        GatewayMessage::Close { session } => {
+            core.gateway_sinks().borrow_mut().close(session);
+            core.connection_closed(session);
+        }
     }
-    core.gateway_sinks()
-        .borrow_mut()
-        .by_request
-        .insert(request_id, (session, sink));
-    core.submit(ClientRequest {
-        core: core.index(),
-        connection: session,
-        request_id,
-        request,
-        received,
-    });
 }
 
 /// Runs on one core: takes the gateway's messages and feeds them to the shard as that
@@ -376,26 +375,11 @@ pub(crate) async fn run_bridge(
     mut receiver: mpsc::Receiver<GatewayMessage>,
 ) {
     LOCAL_BRIDGE.with(|local| *local.borrow_mut() = Some((key, Rc::downgrade(&core))));
-    let sinks: Rc<RefCell<Sinks>> = core.gateway_sinks();
     let mut batch = Vec::with_capacity(BRIDGE_BATCH_MAX);
-    loop {
-        if receiver.recv_many(&mut batch, BRIDGE_BATCH_MAX).await == 0 {
-            break;
-        }
+    while receiver.recv_many(&mut batch, BRIDGE_BATCH_MAX).await > 0 {
         let now = Instant::now();
         for message in batch.drain(..) {
-            match message {
-                GatewayMessage::Call {
-                    session,
-                    request_id,
-                    request,
-                    sink,
-                } => submit(&core, session, request_id, request, sink, now),
-                GatewayMessage::Close { session } => {
-                    sinks.borrow_mut().close(session);
-                    core.connection_closed(session);
-                }
-            }
+            handle(&core, message, now);
         }
     }
     LOCAL_BRIDGE.with(|local| *local.borrow_mut() = None);

@@ -518,30 +518,27 @@ fn connection_errors_end_with_goaway_codes() {
 fn stream_errors_reset_only_their_stream() {
     let address = start();
     let mut raw = Raw::connect(address);
-    // No :path.
-    let block = header_block(&[(":method", "GET"), (":scheme", "http")]);
+    let version = [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/version"),
+    ];
+    let malformed: [(u32, Vec<(&str, &str)>); 3] = [
+        // No :path.
+        (1, version[..2].to_vec()),
+        // An uppercase name.
+        (3, [&version[..], &[("X-Up", "1")]].concat()),
+        // A connection-specific field.
+        (5, [&version[..], &[("connection", "close")]].concat()),
+    ];
     let mut bytes = Vec::new();
-    frame::put_header_block(&mut bytes, 1, &block, true, 16_384);
-    // An uppercase name.
-    let block = header_block(&[
-        (":method", "GET"),
-        (":scheme", "http"),
-        (":path", "/version"),
-        ("X-Up", "1"),
-    ]);
-    frame::put_header_block(&mut bytes, 3, &block, true, 16_384);
-    // A connection-specific field.
-    let block = header_block(&[
-        (":method", "GET"),
-        (":scheme", "http"),
-        (":path", "/version"),
-        ("connection", "close"),
-    ]);
-    frame::put_header_block(&mut bytes, 5, &block, true, 16_384);
+    for (stream, fields) in &malformed {
+        frame::put_header_block(&mut bytes, *stream, &header_block(fields), true, 16_384);
+    }
     raw.send(&bytes);
-    for stream in [1, 3, 5] {
+    for (stream, _) in &malformed {
         let (head, payload) = raw.until(frame::RST_STREAM).expect("a reset");
-        assert_eq!(head.stream, stream);
+        assert_eq!(head.stream, *stream);
         assert_eq!(
             u32::from_be_bytes(payload[..4].try_into().unwrap()),
             frame::PROTOCOL_ERROR
