@@ -186,6 +186,9 @@ impl TestServer {
             client_url.clone(),
             "--cores".to_string(),
             "2".to_string(),
+            // Connections alternate over the two cores, so every suite crosses cores as
+            // a busy server does (by default an idle server keeps them all on core 0).
+            "--spread-connections".to_string(),
         ];
         args.extend(extra.iter().map(|arg| arg.to_string()));
         TestServer {

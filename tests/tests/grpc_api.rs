@@ -615,6 +615,47 @@ fn health_version_and_metrics_over_http() {
 }
 
 #[test]
+fn an_idle_server_keeps_connections_on_the_shard_core_unless_told_to_spread() {
+    // Two binary-protocol and two client-URL connections held open, then one more for
+    // /metrics: an idle server serves them all on core 0, the shard's; with
+    // --spread-connections they alternate over the cores. corekv only.
+    for (flag, expected) in [
+        ("--spread-connections=false", [5.0, 0.0]),
+        ("--spread-connections", [3.0, 2.0]),
+    ] {
+        let server =
+            TestServer::start("grpc_placement", &["--cores", "2", flag]).expect("start corekv");
+        let _held: Vec<std::net::TcpStream> = [
+            server.client_endpoint(),
+            server.address.as_str(),
+            server.client_endpoint(),
+            server.address.as_str(),
+        ]
+        .into_iter()
+        .map(|address| std::net::TcpStream::connect(address).expect("connect"))
+        .collect();
+        // Placement is counted as core 0 accepts, which follows the connects shortly;
+        // the connection of an earlier /metrics request may still be closing.
+        let deadline = std::time::Instant::now() + METRICS_LAG_MAX;
+        loop {
+            let metrics = http_get(server.client_endpoint(), "/metrics");
+            let counts = ["0", "1"].map(|core| {
+                sample(&metrics.body, "corekv_core_connections", &[("core", core)])
+                    .expect("connections per core")
+            });
+            if counts == expected {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{flag}: connections per core {counts:?}, expected {expected:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
 fn health_is_true_from_the_first_request() {
     // etcd accepts its client connections only once it is ready (it has a leader and
     // has published itself), so a client's first /health already finds it healthy.

@@ -1,8 +1,9 @@
 //! Serving the client URLs: gRPC (HTTP/2 without TLS, as etcd's clients speak it) and
 //! HTTP/1.1 (the JSON gateway, `/health`, `/version`, `/metrics`) on the same port.
 //!
-//! Every glommio core accepts on the client listeners and serves the connections it
-//! accepts ([`serve_on_core`]): HTTP/2 with [`http2`], HTTP/1.1 with hyper. A unary
+//! Core 0 accepts on the client listeners and places each connection on a glommio core
+//! (`server::placement`), which serves it ([`serve_connection`]): HTTP/2 with
+//! [`http2`], HTTP/1.1 with hyper. A unary
 //! call is decoded, handed to the shard and answered on one thread, and the replies of
 //! one shard round reach the connection task together, so they go out with one socket
 //! write. Requests reach the shard through the core's bridge. A small tokio runtime
@@ -41,7 +42,7 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Starts the gateway's tokio runtime on `threads` threads of its own. It serves
 /// nothing yet: [`serve_metrics`] adds the metrics-only listeners, and the cores enter
-/// it (see [`serve_on_core`]) so that the calls they serve can spawn streams and set
+/// it (see [`serve_connection`]) so that the calls they serve can spawn streams and set
 /// timers on it.
 pub fn start_runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -77,26 +78,11 @@ pub fn serve_metrics(
     }
 }
 
-/// Accepts client connections on `listener` (a descriptor every core shares: the
-/// kernel hands each connection to one core) and serves `app` on each, gRPC or HTTP/1.1
-/// as the client speaks, on this core (plain unary gRPC calls on the fast path of
-/// `gateway::unary`). Runs on a glommio executor that has entered the
-/// gateway's tokio runtime.
-pub async fn serve_on_core(app: ClientService, listener: glommio::net::TcpListener) {
-    loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                glommio::spawn_local(serve_connection(app.clone(), stream)).detach();
-            }
-            Err(error) => {
-                eprintln!("corekv: accepting a client connection failed: {error}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-}
-
-async fn serve_connection(app: ClientService, mut stream: glommio::net::TcpStream) {
+/// Serves one client-URL connection on this core until it closes: HTTP/2 (gRPC) or
+/// HTTP/1.1, told apart by the client preface (plain unary gRPC calls take the fast
+/// path of `gateway::unary`). Runs on a glommio executor that has entered the gateway's
+/// tokio runtime.
+pub async fn serve_connection(app: ClientService, mut stream: glommio::net::TcpStream) {
     use futures_lite::AsyncReadExt;
     let _ = stream.set_nodelay(true);
     // HTTP/2 starts with the client preface; anything else is HTTP/1.1, which gets

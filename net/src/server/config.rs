@@ -2,9 +2,9 @@
 //! a YAML `--config-file`, with etcd's names, value syntax, defaults and checks.
 //!
 //! - Flags: etcd's names (`--name`, `--data-dir`, `--initial-cluster`, ...) plus
-//!   corekv's own `--listen-binary-urls`, `--cores` and `--snapshot-log-bytes-min`;
-//!   spelled as Go's flag package takes them (see `sources`). The list is
-//!   `flags::FLAGS`; `--help` prints it with every default.
+//!   corekv's own `--listen-binary-urls`, `--cores`, `--spread-connections` and
+//!   `--snapshot-log-bytes-min`; spelled as Go's flag package takes them (see
+//!   `sources`). The list is `flags::FLAGS`; `--help` prints it with every default.
 //! - Environment: `ETCD_<FLAG>` (`ETCD_DATA_DIR`, `ETCD_INITIAL_CLUSTER_STATE`, ...).
 //!   [`Command::parse_with`] takes the environment as an argument so tests never touch
 //!   the process's own.
@@ -175,6 +175,9 @@ pub struct ServerConfig {
     pub cluster_token: String,
     /// Executors to run, one per core (`--cores`, default all cores).
     pub cores: usize,
+    /// Place connections on the core with the fewest, rather than on the shard's core
+    /// until it is busy (`--spread-connections`; see `server::placement`).
+    pub spread_connections: bool,
     /// Raft heartbeat interval (`--heartbeat-interval`, ms).
     pub heartbeat_interval: Duration,
     /// Raft election timeout (`--election-timeout`, ms).
@@ -223,6 +226,7 @@ impl Default for ServerConfig {
             initial_cluster_state: ClusterState::New,
             cluster_token: "etcd-cluster".to_string(),
             cores,
+            spread_connections: false,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
             snapshot_count: SNAPSHOT_COUNT_DEFAULT,

@@ -1,5 +1,5 @@
-//! Connection handling on every core: accept, handshake, decode, validate at the edge,
-//! batch requests to the shard, write replies back.
+//! Connection handling on every core: handshake, decode, validate at the edge, batch
+//! requests to the shard, write replies back (core 0 accepts, see `placement`).
 //!
 //! Limits and what happens at them:
 //! * a frame longer than `--max-request-bytes` (checked before allocating): an error frame
@@ -21,7 +21,7 @@ use corekv_engine::{validate_delete_range, validate_put, validate_range, validat
 use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 
 use super::bridge::{Sinks, GATEWAY_SESSION_BASE};
@@ -173,22 +173,8 @@ async fn route_replies(core: Rc<Core>, from_shard: ConnectedReceiver<Vec<Reply>>
     }
 }
 
-/// Accepts connections on one core until the listener fails.
-pub(crate) async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
-    loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                glommio::spawn_local(serve(core.clone(), stream)).detach();
-            }
-            Err(error) => {
-                eprintln!("corekv: accepting a connection failed: {error}");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        }
-    }
-}
-
-async fn serve(core: Rc<Core>, mut stream: TcpStream) {
+/// Serves one binary-protocol connection on this core until it closes.
+pub(crate) async fn serve(core: Rc<Core>, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     if server_handshake(&mut stream).await.is_err() {
         return;

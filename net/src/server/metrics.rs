@@ -119,6 +119,8 @@ pub struct Metrics {
     wal_bytes: AtomicU64,
     requests: [AtomicU64; REQUEST_KINDS.len()],
     grpc: Vec<MethodStats>,
+    /// Each core's connections and load, once the cores run.
+    placement: std::sync::OnceLock<std::sync::Arc<super::placement::Placement>>,
 }
 
 /// The shard's figures for one publication.
@@ -182,6 +184,7 @@ impl Default for Metrics {
                 .iter()
                 .map(|_| MethodStats::default())
                 .collect(),
+            placement: std::sync::OnceLock::new(),
         }
     }
 }
@@ -195,6 +198,11 @@ fn get(cell: &AtomicU64) -> u64 {
 }
 
 impl Metrics {
+    /// Reports each core's connections and load from `placement` from now on.
+    pub(crate) fn attach_placement(&self, placement: std::sync::Arc<super::placement::Placement>) {
+        let _ = self.placement.set(placement);
+    }
+
     /// Publishes the shard's figures (called by the shard once per round).
     pub fn publish_shard(&self, figures: &ShardFigures, wal: &WalStats, requests: &[u64]) {
         set(&self.raft_term, figures.raft_term);
@@ -401,6 +409,27 @@ impl Metrics {
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
         let _ = writeln!(out, "{name}_sum {}", get(&self.wal_sync_nanos) as f64 / 1e9);
         let _ = writeln!(out, "{name}_count {cumulative}");
+
+        if let Some(placement) = self.placement.get() {
+            let name = "corekv_core_connections";
+            let _ = writeln!(out, "# HELP {name} Connections each core serves (binary protocol and client URLs).\n# TYPE {name} gauge");
+            for core in 0..placement.cores() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{core=\"{core}\"}} {}",
+                    placement.connections(core)
+                );
+            }
+            let name = "corekv_core_busy_ratio";
+            let _ = writeln!(out, "# HELP {name} Share of about the last second each core's thread ran.\n# TYPE {name} gauge");
+            for core in 0..placement.cores() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{core=\"{core}\"}} {}",
+                    f64::from(placement.busy(core)) / 1000.0
+                );
+            }
+        }
 
         let name = "corekv_requests_total";
         let _ = writeln!(out, "# HELP {name} Requests reaching the shard, by kind (every protocol).\n# TYPE {name} counter");

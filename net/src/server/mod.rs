@@ -1,12 +1,13 @@
 //! The `corekv` server: one glommio executor per core.
 //!
-//! Core 0 owns the shard (Raft + WAL + engine, see [`shard`]); every core, core 0
-//! included, accepts connections on the same address (SO_REUSEPORT), decodes and
-//! validates requests and sends them to the shard in batches over bounded cross-core
+//! Core 0 owns the shard (Raft + WAL + engine, see [`shard`]) and accepts every
+//! connection; it serves a connection itself while it has room and hands it to another
+//! core otherwise ([`placement`]). Every core decodes and validates the requests of the
+//! connections it serves and sends them to the shard in batches over bounded cross-core
 //! channels ([`mesh`]); the shard answers each core with one batch per round.
 //!
-//! Start-up: the shard recovers first (snapshot, then WAL); only when it is ready do the
-//! cores bind their listeners, so clients never reach a half-recovered store. Any start-up
+//! Start-up: the shard recovers first (snapshot, then WAL); only when it is ready does
+//! core 0 bind the listeners, so clients never reach a half-recovered store. Any start-up
 //! failure (data dir locked or unwritable, corrupt WAL, port in use) is one line on
 //! stderr and a non-zero exit.
 //!
@@ -22,6 +23,7 @@ pub mod members;
 pub(crate) mod mesh;
 pub mod metrics;
 pub mod peer;
+pub(crate) mod placement;
 pub mod shard;
 
 use std::fs::File;
@@ -38,14 +40,14 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use self::bridge::{run_bridge, ShardHandle};
 use self::config::ServerConfig;
-use self::connection::{accept_loop, Core};
+use self::connection::Core;
 use self::mesh::{Reply, ToShard};
 use self::metrics::Metrics;
 use self::shard::{event_queue, forward, Event, Shard};
-use crate::gateway::serve::serve_on_core;
+use crate::gateway::serve::serve_connection;
 use crate::gateway::service::Gateway;
 
-/// What a core serves the client URLs with: the routes and its copies of the listeners.
+/// What a core serves the client URLs with: the routes and, on core 0, the listeners.
 type ClientListeners = (
     crate::gateway::unary::ClientService,
     Vec<std::net::TcpListener>,
@@ -156,10 +158,13 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
         from_shard_senders.push(sender);
         from_shard_receivers.push(receiver);
     }
+    // Core 0 accepts every connection and hands some to the other cores.
+    let connection_placement = placement::Placement::new(cores, config.spread_connections);
+    let mut core_plans = placement::plan(&connection_placement).into_iter();
     let available = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Pin executors only when they own the machine; several nodes sharing a host with
     // --cores float instead of piling onto the first CPUs.
-    let placement = |core: usize| {
+    let pinning = |core: usize| {
         if cores >= available {
             Placement::Fixed(core % available)
         } else {
@@ -168,8 +173,8 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
     };
 
     // Core 0 recovers the shard first and reports whether that worked; only then does
-    // any core bind, so clients never reach a half-recovered store. Every core, core 0
-    // included, then binds and serves.
+    // it bind, so clients never reach a half-recovered store. Every core then serves
+    // the connections placed on it.
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let (bound_tx, bound_rx) = mpsc::channel::<Result<(), String>>();
     let mut to_shard_senders = to_shard_senders.into_iter();
@@ -180,6 +185,7 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
     // the cores enter it so the calls they serve can use it.
     let gateway_runtime = crate::gateway::serve::start_runtime(cores)?;
     let metrics = Arc::new(Metrics::default());
+    metrics.attach_placement(connection_placement.clone());
     let mut gateway_handles = Vec::new();
     let mut client_senders = Vec::new();
     let mut core_threads = Vec::new();
@@ -197,7 +203,8 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
         let shard = shard_parts.take();
         let shard_metrics = metrics.clone();
         let core_metrics = metrics.clone();
-        let handle = LocalExecutorBuilder::new(placement(core))
+        let plan = core_plans.next().expect("one plan per core");
+        let handle = LocalExecutorBuilder::new(pinning(core))
             .name(&format!("corekv-core-{core}"))
             .io_memory(IO_MEMORY_BYTES)
             .spawn(move || async move {
@@ -225,13 +232,17 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
                     },
                     None => None,
                 };
+                // Only core 0 listens; see `placement`.
                 let mut listeners = Vec::new();
-                for address in &config.binary_addresses {
-                    match bind_shared(address) {
-                        Ok(listener) => listeners.push(listener),
-                        Err(error) => {
-                            let _ = bound.send(Err(format!("cannot listen on {address}: {error}")));
-                            return;
+                if core == 0 {
+                    for address in &config.binary_addresses {
+                        match bind_shared(address) {
+                            Ok(listener) => listeners.push(listener),
+                            Err(error) => {
+                                let _ =
+                                    bound.send(Err(format!("cannot listen on {address}: {error}")));
+                                return;
+                            }
                         }
                     }
                 }
@@ -244,34 +255,38 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
                 );
                 glommio::spawn_local(run_bridge(core.clone(), bridge_key, bridge)).detach();
                 glommio::spawn_local(return_freed_memory(core_metrics)).detach();
+                glommio::spawn_local(plan.sample_load()).detach();
+                let placement::CorePlan { binary, client, .. } = plan;
                 glommio::spawn_local(async move {
                     // The client URLs open later, once there is a leader.
                     let Ok((app, listeners)) = client_receiver.await else {
                         return;
                     };
-                    for listener in listeners {
-                        use std::os::fd::{FromRawFd, IntoRawFd};
-                        // SAFETY: the descriptor is a bound, listening socket this
-                        // core owns from here on (a duplicate of the main thread's).
-                        let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
-                        glommio::spawn_local(serve_on_core(app.clone(), listener)).detach();
-                    }
+                    use std::os::fd::{FromRawFd, IntoRawFd};
+                    // SAFETY: each descriptor is a bound, listening socket this core
+                    // owns from here on (a duplicate of the main thread's).
+                    let listeners = listeners
+                        .into_iter()
+                        .map(|listener| unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) })
+                        .collect();
+                    client
+                        .serve(listeners, move |stream| {
+                            serve_connection(app.clone(), stream)
+                        })
+                        .await;
                 })
                 .detach();
-                let mut accepting = Vec::new();
-                for listener in listeners {
-                    accepting.push(glommio::spawn_local(accept_loop(core.clone(), listener)));
-                }
+                glommio::spawn_local(binary.serve(listeners, move |stream| {
+                    connection::serve(core.clone(), stream)
+                }))
+                .detach();
                 match shard_task {
                     // Core 0's executor lives as long as the shard: its end is the server's.
                     Some(task) => {
                         task.await;
                     }
-                    None => {
-                        for task in accepting {
-                            task.await;
-                        }
-                    }
+                    // The other cores serve their connections until the process exits.
+                    None => std::future::pending::<()>().await,
                 }
             })
             .map_err(|error| anyhow!("cannot start executor for core {core}: {error}"))?;
@@ -301,8 +316,8 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
     while !metrics.has_leader() && waiting_since.elapsed() < patience {
         std::thread::sleep(Duration::from_millis(5));
     }
-    // Non-blocking once here: the flag belongs to the socket, which every core's
-    // duplicate and tokio's listeners share.
+    // Non-blocking once here: the flag belongs to the socket, which core 0's duplicate
+    // and tokio's listeners share.
     let bind = |addresses: &[std::net::SocketAddr]| -> Result<Vec<std::net::TcpListener>> {
         addresses
             .iter()
@@ -318,10 +333,12 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
     };
     let client_listeners = bind(&config.client_addresses)?;
     let metrics_listeners = bind(&config.metrics_addresses)?;
-    for (handle, sender) in gateway_handles.iter().zip(client_senders) {
+    for (core, (handle, sender)) in gateway_handles.iter().zip(client_senders).enumerate() {
         let gateway = Gateway::new(handle.clone(), config.clone(), metrics.clone());
+        // Core 0 accepts for every core (see `placement`).
         let listeners = client_listeners
             .iter()
+            .filter(|_| core == 0)
             .map(|listener| {
                 listener
                     .try_clone()
@@ -402,7 +419,6 @@ async fn start_shard(
     .detach())
 }
 
-/// How long a single member waits for its own election before serving clients.
 /// Hands memory freed on this core back to the kernel when the server has gone quiet.
 ///
 /// mimalloc keeps freed memory for its purge delay (10 s in the corekv binary, so that
@@ -423,6 +439,7 @@ async fn return_freed_memory(metrics: Arc<Metrics>) {
     }
 }
 
+/// How long a single member waits for its own election before serving clients.
 const START_LEADER_WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// Bytes one peer frame may hold: the largest batch of appends with room to spare.
@@ -469,9 +486,10 @@ pub(crate) fn start_peer_transport(
     Ok(transport)
 }
 
-/// Binds a listener every core shares (SO_REUSEPORT: the kernel spreads connections over
-/// the cores) that also binds while connections of an earlier socket on the port linger
-/// in TIME_WAIT (SO_REUSEADDR, as std's listeners set it; glommio's bind does not).
+/// Binds a binary-protocol listener that also binds while a killed server's listener
+/// lingers in io_uring for a moment (SO_REUSEPORT; see the start-up check in [`run`])
+/// and while connections of an earlier socket on the port linger in TIME_WAIT
+/// (SO_REUSEADDR, as std's listeners set it; glommio's bind does not).
 fn bind_shared(address: &std::net::SocketAddr) -> std::io::Result<TcpListener> {
     use std::os::fd::FromRawFd;
     let domain = if address.is_ipv4() {

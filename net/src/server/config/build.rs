@@ -166,6 +166,7 @@ fn apply(
                 return Err(Problem::Invalid("must be at least 1".to_string()));
             }
         }
+        Id::SpreadConnections => config.spread_connections = parse_bool(value)?,
         Id::InitialAdvertisePeerUrls => {
             config.advertise_peer_urls = advertise_urls(value, PEER_URL_DEFAULT)?;
         }

@@ -110,7 +110,7 @@ fn every_etcd_flag_of_the_compatibility_list_exists() {
         max-txn-ops auto-compaction-mode auto-compaction-retention listen-metrics-urls cert-file
         key-file trusted-ca-file client-cert-auth auto-tls peer-cert-file peer-key-file
         peer-trusted-ca-file peer-client-cert-auth enable-v2 log-level logger version help
-        config-file listen-binary-urls cores snapshot-log-bytes-min";
+        config-file listen-binary-urls cores spread-connections snapshot-log-bytes-min";
     for name in names.split_whitespace() {
         assert!(flags::find(name).is_some(), "--{name} missing");
     }
