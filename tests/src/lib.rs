@@ -153,6 +153,8 @@ pub struct TestServer {
     /// Data directory.
     pub data_dir: PathBuf,
     args: Vec<String>,
+    /// Environment variables the process gets besides the test's own.
+    pub env: Vec<(String, String)>,
     log: PathBuf,
     _dir: Option<TempDir>,
 }
@@ -160,10 +162,19 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on a free port with a fresh data dir and `extra` flags.
     pub fn start(name: &str, extra: &[&str]) -> Result<TestServer> {
+        TestServer::start_with_env(name, extra, &[])
+    }
+
+    /// As [`TestServer::start`], with environment variables `env` for the process.
+    pub fn start_with_env(name: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<TestServer> {
         let dir = TempDir::new(name);
         let data_dir = dir.path().join("data");
         let log = dir.path().join("server.log");
         let mut server = TestServer::configure(&data_dir, extra, log);
+        server.env = env
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
         server._dir = Some(dir);
         server.spawn()?;
         Ok(server)
@@ -197,6 +208,7 @@ impl TestServer {
             client_url,
             data_dir: data_dir.to_path_buf(),
             args,
+            env: Vec::new(),
             log,
             _dir: None,
         }
@@ -211,6 +223,7 @@ impl TestServer {
             .open(&self.log)?;
         let child = Command::new(server_binary())
             .args(&self.args)
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -420,6 +420,8 @@ impl Metrics {
                     placement.connections(core)
                 );
             }
+            let name = "corekv_connections_moved_total";
+            let _ = writeln!(out, "# HELP {name} Binary-protocol connections moved from the shard's core to another.\n# TYPE {name} counter\n{name} {}", placement.moved());
             let name = "corekv_core_busy_ratio";
             let _ = writeln!(out, "# HELP {name} Share of about the last second each core's thread ran.\n# TYPE {name} gauge");
             for core in 0..placement.cores() {

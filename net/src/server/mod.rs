@@ -126,10 +126,10 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
     raise_memlock_limit();
     install_signal_handlers();
     let _lock = lock_data_dir(&config)?;
-    // The executors bind with SO_REUSEPORT, which would silently share a port with
-    // another server of the same user. A listener that answers a connect means the
-    // address is taken. (A plain bind is no test: the TIME_WAIT sockets a previous run
-    // left behind make it fail although the port is free.)
+    // Core 0 binds the binary listeners with SO_REUSEPORT, which would silently share a
+    // port with another server of the same user. A listener that answers a connect
+    // means the address is taken. (A plain bind is no test: the TIME_WAIT sockets a
+    // previous run left behind make it fail although the port is free.)
     // After a kill -9 the kernel keeps a dead server's listeners for a few milliseconds
     // (io_uring still holds them), so only a listener that lasts a second counts.
     for address in &config.binary_addresses {
@@ -256,6 +256,7 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
                 glommio::spawn_local(run_bridge(core.clone(), bridge_key, bridge)).detach();
                 glommio::spawn_local(return_freed_memory(core_metrics)).detach();
                 glommio::spawn_local(plan.sample_load()).detach();
+                let loads = plan.placement();
                 let placement::CorePlan { binary, client, .. } = plan;
                 glommio::spawn_local(async move {
                     // The client URLs open later, once there is a leader.
@@ -270,15 +271,29 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
                         .map(|listener| unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) })
                         .collect();
                     client
-                        .serve(listeners, move |stream| {
-                            serve_connection(app.clone(), stream)
-                        })
+                        .serve(
+                            listeners,
+                            // Client-URL connections never move, so nothing is unread.
+                            move |stream, _| serve_connection(app.clone(), stream),
+                            |_| {},
+                        )
                         .await;
                 })
                 .detach();
-                glommio::spawn_local(binary.serve(listeners, move |stream| {
-                    connection::serve(core.clone(), stream)
-                }))
+                let serving_core = core.clone();
+                glommio::spawn_local(binary.serve(
+                    listeners,
+                    move |stream, unread| connection::serve(serving_core.clone(), stream, unread),
+                    // Core 0 may move its binary-protocol connections once it can reach
+                    // the other cores.
+                    move |others| {
+                        core.set_movers(connection::Movers {
+                            others,
+                            placement: loads.clone(),
+                        });
+                        glommio::spawn_local(placement::rebalance(loads, core)).detach();
+                    },
+                ))
                 .detach();
                 match shard_task {
                     // Core 0's executor lives as long as the shard: its end is the server's.

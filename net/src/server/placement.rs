@@ -18,8 +18,9 @@
 //! its life. How busy a core is comes from its thread's CPU time, sampled every
 //! [`SAMPLE_INTERVAL`] and smoothed over about a second.
 
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,11 @@ use glommio::{GlommioError, ResourceType};
 /// Share of its time core 0 may be busy and still take new connections itself, in
 /// thousandths.
 pub(crate) const SHARD_CORE_BUSY_MAX: u32 = 500;
+/// Share of a sample's interval core 0 runs when it counts as saturated: its busiest
+/// binary-protocol connection then moves to another core, in thousandths.
+pub(crate) const SHARD_CORE_SATURATED: u32 = 900;
+/// How often core 0 considers moving a connection.
+pub(crate) const REBALANCE_INTERVAL: Duration = Duration::from_millis(200);
 /// How often each core samples its CPU time.
 pub(crate) const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 /// Weight of the newest sample in a core's busy figure, in thousandths: with samples
@@ -40,21 +46,53 @@ const SAMPLE_WEIGHT: u32 = 200;
 /// Connections queued for a core that has not taken them yet.
 pub(crate) const HANDOFF_QUEUE_MAX: usize = 1024;
 
-/// A freshly accepted connection on its way to the core that serves it, already counted
-/// there.
-pub(crate) struct Handoff(AcceptedTcpStream, OpenConnection);
+/// A connection on its way to the core that serves it, already counted there.
+pub(crate) struct Handoff(Arrival, OpenConnection);
+
+enum Arrival {
+    /// Freshly accepted.
+    Accepted(AcceptedTcpStream),
+    /// Moved from core 0, which had done its handshake and read `unread` of its bytes.
+    Moved { fd: OwnedFd, unread: Vec<u8> },
+}
+
+impl Handoff {
+    /// A connection core 0 served until now.
+    pub(crate) fn moved(fd: OwnedFd, unread: Vec<u8>, open: OpenConnection) -> Handoff {
+        Handoff(Arrival::Moved { fd, unread }, open)
+    }
+
+    /// What a failed [`ConnectedSender::try_send`] of a moved connection hands back.
+    pub(crate) fn take_back(error: GlommioError<Handoff>) -> Option<(OwnedFd, Vec<u8>)> {
+        match error {
+            GlommioError::Closed(ResourceType::Channel(Handoff(arrival, _)))
+            | GlommioError::WouldBlock(ResourceType::Channel(Handoff(arrival, _))) => match arrival
+            {
+                Arrival::Moved { fd, unread } => Some((fd, unread)),
+                Arrival::Accepted(_) => None,
+            },
+            _ => None,
+        }
+    }
+}
 
 /// The load of every core, shared by all of them.
 #[derive(Debug)]
 pub(crate) struct Placement {
     spread: bool,
+    /// [`SHARD_CORE_SATURATED`], except in test builds told otherwise.
+    saturated: u32,
     cores: Box<[CoreLoad]>,
+    /// Connections moved from core 0 to another core so far.
+    moved: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct CoreLoad {
     /// Thousandths of the last second this core's thread ran.
     busy: AtomicU32,
+    /// Thousandths of the last sample's interval it ran.
+    last: AtomicU32,
     /// Connections this core serves now.
     connections: AtomicU32,
 }
@@ -64,7 +102,9 @@ impl Placement {
     pub(crate) fn new(cores: usize, spread: bool) -> Arc<Placement> {
         Arc::new(Placement {
             spread,
+            saturated: saturated_threshold(),
             cores: (0..cores.max(1)).map(|_| CoreLoad::default()).collect(),
+            moved: AtomicU64::new(0),
         })
     }
 
@@ -72,6 +112,20 @@ impl Placement {
     /// at once so that the next choice sees it.
     pub(crate) fn place(self: &Arc<Self>) -> OpenConnection {
         self.open(self.choose())
+    }
+
+    /// The core a connection of core 0 should move to now, if any: core 0 ran for at
+    /// least [`SHARD_CORE_SATURATED`] of the last sample and another core for less
+    /// than [`SHARD_CORE_BUSY_MAX`] of it.
+    pub(crate) fn rebalance_target(&self) -> Option<usize> {
+        if self.cores[0].last.load(Ordering::Relaxed) < self.saturated {
+            return None;
+        }
+        (1..self.cores.len())
+            .map(|core| (self.cores[core].last.load(Ordering::Relaxed), core))
+            .min()
+            .filter(|(last, _)| *last < SHARD_CORE_BUSY_MAX)
+            .map(|(_, core)| core)
     }
 
     /// The core that should serve the next connection.
@@ -107,6 +161,9 @@ impl Placement {
 
     /// Folds a sample (thousandths of the interval `core` ran) into its busy figure.
     pub(crate) fn record_busy(&self, core: usize, sample: u32) {
+        self.cores[core]
+            .last
+            .store(sample.min(1000), Ordering::Relaxed);
         let busy = &self.cores[core].busy;
         let old = busy.load(Ordering::Relaxed);
         let new = (old * (1000 - SAMPLE_WEIGHT) + sample.min(1000) * SAMPLE_WEIGHT) / 1000;
@@ -121,6 +178,16 @@ impl Placement {
     /// Thousandths of about the last second `core` ran.
     pub(crate) fn busy(&self, core: usize) -> u32 {
         self.cores[core].busy.load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection moved to another core.
+    pub(crate) fn count_move(&self) {
+        self.moved.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections moved to another core so far.
+    pub(crate) fn moved(&self) -> u64 {
+        self.moved.load(Ordering::Relaxed)
     }
 
     /// How many cores there are.
@@ -158,6 +225,34 @@ async fn sample_busy(placement: Arc<Placement>, core: usize) {
         last_cpu = cpu;
         last_wall = wall;
     }
+}
+
+/// On core 0: every [`REBALANCE_INTERVAL`], while core 0 is saturated and another core
+/// has room, asks core 0's busiest binary-protocol connection to move there (see
+/// [`Placement::rebalance_target`] and `connection::Core::ask_to_move`). Connections
+/// only ever move away from core 0, one per interval at most.
+pub(crate) async fn rebalance(placement: Arc<Placement>, core: Rc<super::connection::Core>) {
+    loop {
+        glommio::timer::sleep(REBALANCE_INTERVAL).await;
+        if let Some(target) = placement.rebalance_target() {
+            core.ask_to_move(target);
+        }
+    }
+}
+
+/// When core 0 counts as saturated. Builds with debug assertions (the test builds) take
+/// `COREKV_TEST_SATURATED_PERMILLE` instead, so that a test can make core 0 move
+/// connections without saturating a CPU; release builds ignore it.
+fn saturated_threshold() -> u32 {
+    if cfg!(debug_assertions) {
+        if let Some(permille) = std::env::var("COREKV_TEST_SATURATED_PERMILLE")
+            .ok()
+            .and_then(|value| value.parse().ok())
+        {
+            return permille;
+        }
+    }
+    SHARD_CORE_SATURATED
 }
 
 /// CPU time the calling thread has used.
@@ -235,22 +330,34 @@ impl CorePlan {
     pub(crate) fn sample_load(&self) -> impl Future<Output = ()> {
         sample_busy(self.placement.clone(), self.index)
     }
+
+    /// The load of every core.
+    pub(crate) fn placement(&self) -> Arc<Placement> {
+        self.placement.clone()
+    }
 }
 
 impl Side {
     /// Serves connections with `serve`: on core 0 those accepted on `listeners` and
     /// kept, on the other cores those core 0 hands over. Returns when core 0 stops
     /// handing over (never on core 0: it accepts until the process exits).
-    pub(crate) async fn serve<F, Fut>(self, listeners: Vec<TcpListener>, serve: F)
-    where
-        F: Fn(TcpStream) -> Fut + Clone + 'static,
+    /// `serve` gets each connection and, for one that moved from core 0, the bytes core 0
+    /// had read and not handled. On core 0, `connected` gets the other cores' queues once
+    /// they are connected.
+    pub(crate) async fn serve<F, Fut>(
+        self,
+        listeners: Vec<TcpListener>,
+        serve: F,
+        connected: impl FnOnce(Rc<[ConnectedSender<Handoff>]>),
+    ) where
+        F: Fn(TcpStream, Option<Vec<u8>>) -> Fut + Clone + 'static,
         Fut: Future<Output = ()> + 'static,
     {
         let Side { placement, end } = self;
         // A connection counts on its core while it is served.
         let serve_here = {
-            move |stream: TcpStream, open: OpenConnection| {
-                let served = serve(stream);
+            move |stream: TcpStream, unread: Option<Vec<u8>>, open: OpenConnection| {
+                let served = serve(stream, unread);
                 glommio::spawn_local(async move {
                     served.await;
                     drop(open);
@@ -261,8 +368,17 @@ impl Side {
         match end {
             End::Receives(receiver) => {
                 let handoffs = receiver.connect().await;
-                while let Some(Handoff(accepted, open)) = handoffs.recv().await {
-                    serve_here(accepted.bind_to_executor(), open);
+                while let Some(Handoff(arrival, open)) = handoffs.recv().await {
+                    match arrival {
+                        Arrival::Accepted(accepted) => {
+                            serve_here(accepted.bind_to_executor(), None, open);
+                        }
+                        Arrival::Moved { fd, unread } => {
+                            // SAFETY: an open, connected socket this core owns from here.
+                            let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
+                            serve_here(stream, Some(unread), open);
+                        }
+                    }
                 }
             }
             End::Accepts(senders) => {
@@ -271,6 +387,7 @@ impl Side {
                     others.push(sender.connect().await);
                 }
                 let others: Rc<[ConnectedSender<Handoff>]> = others.into();
+                connected(others.clone());
                 let accepting: Vec<_> = listeners
                     .into_iter()
                     .map(|listener| {
@@ -299,7 +416,7 @@ async fn accept_and_place(
     listener: TcpListener,
     placement: Arc<Placement>,
     others: Rc<[ConnectedSender<Handoff>]>,
-    serve_here: impl Fn(TcpStream, OpenConnection),
+    serve_here: impl Fn(TcpStream, Option<Vec<u8>>, OpenConnection),
 ) {
     loop {
         let accepted = match listener.shared_accept().await {
@@ -313,11 +430,17 @@ async fn accept_and_place(
         let open = placement.place();
         let (accepted, open) = match open.core.checked_sub(1).and_then(|other| others.get(other)) {
             None => (accepted, open),
-            Some(sender) => match sender.try_send(Handoff(accepted, open)) {
+            Some(sender) => match sender.try_send(Handoff(Arrival::Accepted(accepted), open)) {
                 Ok(()) => continue,
                 Err(
-                    GlommioError::Closed(ResourceType::Channel(Handoff(accepted, open)))
-                    | GlommioError::WouldBlock(ResourceType::Channel(Handoff(accepted, open))),
+                    GlommioError::Closed(ResourceType::Channel(Handoff(
+                        Arrival::Accepted(accepted),
+                        open,
+                    )))
+                    | GlommioError::WouldBlock(ResourceType::Channel(Handoff(
+                        Arrival::Accepted(accepted),
+                        open,
+                    ))),
                 ) => {
                     drop(open);
                     (accepted, placement.open(0))
@@ -326,7 +449,7 @@ async fn accept_and_place(
                 Err(_) => continue,
             },
         };
-        serve_here(accepted.bind_to_executor(), open);
+        serve_here(accepted.bind_to_executor(), None, open);
     }
 }
 
@@ -373,6 +496,22 @@ mod tests {
         drop(first);
         assert_eq!(placement.connections(1), 1);
         assert_eq!(placement.choose(), 1);
+    }
+
+    #[test]
+    fn only_a_saturated_shard_core_moves_connections_and_only_to_a_core_with_room() {
+        let placement = Placement::new(3, false);
+        let last = |samples: [u32; 3]| {
+            for (core, sample) in samples.into_iter().enumerate() {
+                placement.cores[core].last.store(sample, Ordering::Relaxed);
+            }
+            placement.rebalance_target()
+        };
+        assert_eq!(last([SHARD_CORE_SATURATED - 1, 0, 0]), None);
+        assert_eq!(last([SHARD_CORE_SATURATED, 300, 100]), Some(2));
+        assert_eq!(last([1000, 200, 400]), Some(1));
+        assert_eq!(last([1000, SHARD_CORE_BUSY_MAX, 900]), None);
+        assert_eq!(Placement::new(1, false).rebalance_target(), None);
     }
 
     #[test]
