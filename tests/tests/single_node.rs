@@ -434,7 +434,8 @@ fn busy_connections_move_off_a_saturated_shard_core_without_losing_a_request() {
     // connection then moves to core 1, between two frames, with requests in flight
     // behind it in the socket. A watching connection stays on core 0 (the shard keys
     // watches by connection). Every put is answered once, is stored, and reaches the
-    // watch, in order.
+    // watch, in order, once. (The threshold variable needs a server built with debug
+    // assertions, as the test profile builds it.)
     use std::cell::Cell;
     use std::rc::Rc;
 
@@ -461,7 +462,18 @@ fn busy_connections_move_off_a_saturated_shard_core_without_losing_a_request() {
             })
             .unwrap_or_else(|| panic!("{name} missing from /metrics"))
     };
+    // Waits at most a few seconds for what should come at once, so a watch that went
+    // quiet (its connection moved after all) fails the test instead of hanging it.
+    async fn soon<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+        futures_lite::future::or(async { Some(future.await) }, async {
+            glommio::timer::sleep(Duration::from_secs(10)).await;
+            None
+        })
+        .await
+        .unwrap_or_else(|| panic!("{what} took over 10 s"))
+    }
     server.with_client(move |watcher| async move {
+        let (before, _) = watcher.put(put("m0-before", "v")).await.unwrap();
         let mut watch = watcher
             .watch(WatchRequest {
                 key: b"m/".to_vec(),
@@ -500,7 +512,7 @@ fn busy_connections_move_off_a_saturated_shard_core_without_losing_a_request() {
         stop.set(true);
         let mut written = 0;
         for lane in lanes {
-            written += lane.await;
+            written += soon("a writer's last put", lane).await;
         }
         // The watching connection stayed; the writers moved.
         let on = |core| metric("corekv_core_connections", Some(core));
@@ -521,9 +533,12 @@ fn busy_connections_move_off_a_saturated_shard_core_without_losing_a_request() {
             .await
             .unwrap();
         assert_eq!(stored.count as u64, written);
+        // One revision per put: none was applied twice.
+        let (after, _) = watcher.put(put("m0-after", "v")).await.unwrap();
+        assert_eq!(after.revision.0, before.revision.0 + written as i64 + 1);
         let mut revisions = Vec::new();
         while (revisions.len() as u64) < written {
-            match watch.next().await.unwrap().unwrap() {
+            match soon("watch events", watch.next()).await.unwrap().unwrap() {
                 WatchMessage::Events(_, events) => {
                     revisions.extend(events.iter().map(|event| event.kv.mod_revision.0))
                 }
@@ -532,6 +547,17 @@ fn busy_connections_move_off_a_saturated_shard_core_without_losing_a_request() {
         }
         assert_eq!(revisions.len() as u64, written);
         assert!(revisions.windows(2).all(|pair| pair[0] < pair[1]));
+        // The watch is live (on its first connection) and saw each put once: the next
+        // event is a new put's.
+        watcher.put(put("m/last", "v")).await.unwrap();
+        match soon("the last watch event", watch.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            WatchMessage::Events(_, events) => assert_eq!(events[0].kv.key, b"m/last"),
+            other => panic!("{other:?}"),
+        }
         drop(writers);
     });
 }

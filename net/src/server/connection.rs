@@ -14,12 +14,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
 use corekv_engine::{validate_delete_range, validate_put, validate_range, validate_txn};
+use futures_lite::io::ReadHalf;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
@@ -43,6 +44,8 @@ pub const CONNECTION_REQUESTS_IN_FLIGHT_MAX: u64 = 4096;
 pub const CONNECTION_QUEUED_FRAMES_MAX: usize = 65_536;
 /// Bytes read from a connection's socket at a time.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Bytes a moving connection may send while its last answers are written; more closes it.
+const MOVE_READ_BYTES_MAX: usize = 16 << 20;
 /// Bytes of replies coalesced into one socket write at most.
 const WRITE_BATCH_BYTES_MAX: usize = 1 << 20;
 
@@ -71,6 +74,8 @@ struct Steering {
     pinned: Cell<bool>,
     /// Requests read since the rebalancer last looked.
     requests: Cell<u64>,
+    /// Whether it is on its way to another core.
+    moving: Cell<bool>,
 }
 
 /// Requests whose effects end with their answer: a connection that sent only these may
@@ -89,6 +94,12 @@ fn leaves_no_state(request: &Request) -> bool {
             | Request::LeaseTimeToLive { .. }
             | Request::LeaseLeases
             | Request::Status
+            | Request::MemberList { .. }
+            | Request::Alarm { .. }
+            | Request::Hash
+            | Request::HashKv { .. }
+            | Request::Defragment
+            | Request::MoveLeader { .. }
     )
 }
 
@@ -180,6 +191,7 @@ impl Core {
             steering.move_to.set(None);
             let requests = steering.requests.replace(0);
             if !steering.pinned.get()
+                && !steering.moving.get()
                 && requests > 0
                 && busiest.is_none_or(|(most, _)| most < requests)
             {
@@ -289,23 +301,112 @@ pub(crate) async fn serve(core: Rc<Core>, mut stream: TcpStream, unread: Option<
     let moving = match ended {
         Ended::Closed => {
             let _ = out.try_send(Outgoing::Close);
+            writer_task.await;
             None
         }
-        Ended::Moving { target, unread } => {
-            // Every request read is answered (read_requests waited for them) and the
-            // answers are queued; a copy of the descriptor outlives this core's stream.
-            // SAFETY: fcntl duplicates a descriptor the stream still holds open.
-            let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-            let _ = out.try_send(Outgoing::Detach);
-            // SAFETY: a fresh descriptor nothing else owns.
-            (copy >= 0).then(|| (unsafe { OwnedFd::from_raw_fd(copy) }, target, unread))
-        }
+        Ended::Moving { target, reader } => detach(fd, reader, &out, writer_task)
+            .await
+            .map(|(fd, unread)| (fd, target, unread)),
     };
-    writer_task.await;
     core.connections.borrow_mut().remove(&id);
     core.connection_closed(id);
     if let Some((fd, target, unread)) = moving {
         core.move_connection(fd, target, unread);
+    }
+}
+
+/// Bytes read from a connection and not yet handled through `read_requests`: what a
+/// BufReader holds, then the socket.
+type ConnectionReader = futures_lite::io::BufReader<Replay<ReadHalf<TcpStream>>>;
+
+/// Stops serving a connection on this core so that another can, once every request it
+/// sent is answered (see `read_requests`). Its writer writes the queued answers and stops
+/// without closing; meanwhile what the client sends is read into memory, so a client
+/// that waits for its answers before reading on is not stuck. Returns a duplicate of
+/// the socket and the bytes read and not handled, or `None` when the connection should
+/// close instead: its writer had stopped or failed, the client went away, or it sent
+/// more than [`MOVE_READ_BYTES_MAX`] meanwhile.
+async fn detach(
+    fd: RawFd,
+    reader: ConnectionReader,
+    out: &LocalSender<Outgoing>,
+    writer: glommio::Task<bool>,
+) -> Option<(OwnedFd, Vec<u8>)> {
+    enum Step {
+        Written(bool),
+        Read(std::io::Result<usize>),
+    }
+    // SAFETY: `reader` holds the socket open, so `fd` is still this connection's.
+    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if copy < 0 || out.try_send(Outgoing::Detach).is_err() {
+        let _ = out.try_send(Outgoing::Close);
+        writer.await;
+        if copy >= 0 {
+            // SAFETY: a fresh descriptor nothing else owns.
+            drop(unsafe { OwnedFd::from_raw_fd(copy) });
+        }
+        return None;
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let copy = unsafe { OwnedFd::from_raw_fd(copy) };
+    let (mut unread, mut socket) = take_unread(reader);
+    let mut writer = writer;
+    let mut chunk = vec![0u8; READ_BUFFER_BYTES];
+    loop {
+        let step = futures_lite::future::or(async { Step::Written((&mut writer).await) }, async {
+            Step::Read(socket.read(&mut chunk).await)
+        })
+        .await;
+        match step {
+            Step::Written(true) => return Some((copy, unread)),
+            Step::Written(false) => return None,
+            Step::Read(Ok(count)) if count > 0 && unread.len() + count <= MOVE_READ_BYTES_MAX => {
+                unread.extend_from_slice(&chunk[..count]);
+            }
+            Step::Read(_) => {
+                // The connection closes: the writer finishes with what it has.
+                let _ = writer.await;
+                return None;
+            }
+        }
+    }
+}
+
+/// The bytes `reader` has read and not handed out, in order, and the socket behind it.
+fn take_unread<R>(reader: futures_lite::io::BufReader<Replay<R>>) -> (Vec<u8>, R) {
+    let mut unread = reader.buffer().to_vec();
+    let replay = reader.into_inner();
+    unread.extend_from_slice(&replay.unread[replay.position..]);
+    (unread, replay.inner)
+}
+
+/// A reader that first gives back bytes read earlier (by the core a connection moved
+/// from), then reads `inner`; the earlier bytes are freed once read.
+struct Replay<R> {
+    unread: Vec<u8>,
+    position: usize,
+    inner: R,
+}
+
+impl<R: futures_lite::AsyncRead + Unpin> futures_lite::AsyncRead for Replay<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let left = &this.unread[this.position..];
+        if left.is_empty() {
+            return std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let count = left.len().min(buf.len());
+        buf[..count].copy_from_slice(&left[..count]);
+        this.position += count;
+        if this.position == this.unread.len() {
+            this.unread = Vec::new();
+            this.position = 0;
+        }
+        std::task::Poll::Ready(Ok(count))
     }
 }
 
@@ -354,15 +455,19 @@ impl Core {
 enum Ended {
     /// The client closed it, or broke the protocol.
     Closed,
-    /// The rebalancer moved it to `target`; `unread` are the bytes read and not handled.
-    Moving { target: usize, unread: Vec<u8> },
+    /// The rebalancer asked it to move to `target`, and every request read through
+    /// `reader` is answered.
+    Moving {
+        target: usize,
+        reader: ConnectionReader,
+    },
 }
 
 async fn read_requests(
     core: &Core,
     connection: u64,
     unread: Vec<u8>,
-    reader: futures_lite::io::ReadHalf<TcpStream>,
+    reader: ReadHalf<TcpStream>,
     out: &LocalSender<Outgoing>,
     permits: &Semaphore,
     steering: &Steering,
@@ -371,15 +476,18 @@ async fn read_requests(
     // takes them in one receive instead of two per frame (length, then body).
     let mut reader = futures_lite::io::BufReader::with_capacity(
         READ_BUFFER_BYTES,
-        futures_lite::io::Cursor::new(unread).chain(reader),
+        Replay {
+            unread,
+            position: 0,
+            inner: reader,
+        },
     );
     let mut buf = Vec::new();
     loop {
         if let Some(target) = steering.move_to.take() {
             if !steering.pinned.get() {
-                // Wait for every request in flight to be answered, then hand over what
-                // was read and not handled: buffered bytes come before any left in the
-                // bytes this connection arrived with.
+                // Moves only once every request in flight is answered.
+                steering.moving.set(true);
                 if permits
                     .acquire(CONNECTION_REQUESTS_IN_FLIGHT_MAX)
                     .await
@@ -387,11 +495,7 @@ async fn read_requests(
                 {
                     return Ended::Closed;
                 }
-                let mut unread = reader.buffer().to_vec();
-                let (arrived, _) = reader.into_inner().into_inner();
-                let position = arrived.position() as usize;
-                unread.extend_from_slice(&arrived.into_inner()[position..]);
-                return Ended::Moving { target, unread };
+                return Ended::Moving { target, reader };
             }
         }
         match read_frame(
@@ -438,10 +542,12 @@ async fn read_requests(
     }
 }
 
+/// Writes a connection's answers until it closes (`false`) or detaches (`true`: every
+/// answer queued before [`Outgoing::Detach`] is written and the socket is left open).
 async fn write_replies(
     mut writer: futures_lite::io::WriteHalf<TcpStream>,
     outgoing: LocalReceiver<Outgoing>,
-) {
+) -> bool {
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Some(first) = outgoing.recv().await {
         buf.clear();
@@ -472,16 +578,17 @@ async fn write_replies(
         if !buf.is_empty()
             && (writer.write_all(&buf).await.is_err() || writer.flush().await.is_err())
         {
-            return;
+            return false;
         }
         if close {
             let _ = writer.close().await;
-            return;
+            return false;
         }
         if detach {
-            return;
+            return true;
         }
     }
+    false
 }
 
 /// etcd's edge checks, answered without bothering the shard.
@@ -494,4 +601,62 @@ pub(crate) fn validate(request: &Request, config: &ServerConfig) -> Result<(), R
         _ => Ok(()),
     };
     checked.map_err(|error| engine_error(&error))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_lite::io::{AsyncBufReadExt, BufReader, Cursor};
+    use futures_lite::AsyncReadExt;
+
+    use super::{take_unread, Replay};
+
+    fn replay(earlier: &[u8], socket: &[u8]) -> Replay<Cursor<Vec<u8>>> {
+        Replay {
+            unread: earlier.to_vec(),
+            position: 0,
+            inner: Cursor::new(socket.to_vec()),
+        }
+    }
+
+    #[test]
+    fn a_replay_gives_the_earlier_bytes_then_the_socket_and_frees_them() {
+        futures_lite::future::block_on(async {
+            let mut reader = replay(b"abc", b"defg");
+            let mut two = [0u8; 2];
+            reader.read_exact(&mut two).await.unwrap();
+            assert_eq!(&two, b"ab");
+            reader.read_exact(&mut two).await.unwrap();
+            // The earlier bytes end a read short rather than mixing in the socket's.
+            assert_eq!(&two, b"cd");
+            assert!(reader.unread.is_empty() && reader.unread.capacity() == 0);
+            let mut rest = Vec::new();
+            reader.read_to_end(&mut rest).await.unwrap();
+            assert_eq!(rest, b"efg");
+        });
+    }
+
+    #[test]
+    fn unread_bytes_are_the_buffered_ones_then_the_earlier_ones_left() {
+        futures_lite::future::block_on(async {
+            // A buffer smaller than the earlier bytes: some of them are still in the
+            // replay when the connection moves.
+            let mut reader = BufReader::with_capacity(4, replay(b"0123456789", b"abcdef"));
+            let mut three = [0u8; 3];
+            reader.read_exact(&mut three).await.unwrap();
+            assert_eq!(&three, b"012");
+            assert_eq!(reader.buffer(), b"3");
+            let (unread, socket) = take_unread(reader);
+            assert_eq!(unread, b"3456789");
+            assert_eq!(socket.position(), 0);
+
+            // Past the earlier bytes: the buffer holds socket bytes only.
+            let mut reader = BufReader::with_capacity(4, replay(b"01", b"abcdef"));
+            reader.read_exact(&mut three).await.unwrap();
+            assert_eq!(&three, b"01a");
+            reader.fill_buf().await.unwrap();
+            let (unread, socket) = take_unread(reader);
+            assert_eq!(unread, b"bcd");
+            assert_eq!(socket.position(), 4);
+        });
+    }
 }
