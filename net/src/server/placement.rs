@@ -1,4 +1,4 @@
-//! Which core serves a new connection.
+//! Which core serves a connection.
 //!
 //! The shard's core (core 0) accepts every connection, on the binary and the client
 //! listeners, and decides where it is served. By default it keeps a connection while
@@ -14,9 +14,13 @@
 //! `--spread-connections` places every connection on the core with the fewest open
 //! connections instead, from the first one on.
 //!
-//! Placement happens once, when a connection opens: a connection stays on its core for
-//! its life. How busy a core is comes from its thread's CPU time, sampled every
-//! [`SAMPLE_INTERVAL`] and smoothed over about a second.
+//! A connection opened while core 0 was idle would stay there when the load comes, so
+//! while core 0 is saturated ([`SHARD_CORE_SATURATED`] of a sample) and another core
+//! has room, core 0 moves its busiest binary-protocol connection there every
+//! [`REBALANCE_INTERVAL`] ([`rebalance`]; how a connection moves is in `connection`).
+//! gRPC connections stay where they were placed. How busy a core is comes from its
+//! thread's CPU time, sampled every [`SAMPLE_INTERVAL`] and smoothed over about a
+//! second.
 
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
