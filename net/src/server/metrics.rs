@@ -411,26 +411,31 @@ impl Metrics {
         let _ = writeln!(out, "{name}_count {cumulative}");
 
         if let Some(placement) = self.placement.get() {
-            let name = "corekv_core_connections";
-            let _ = writeln!(out, "# HELP {name} Connections each core serves (binary protocol and client URLs).\n# TYPE {name} gauge");
-            for core in 0..placement.cores() {
-                let _ = writeln!(
-                    out,
-                    "{name}{{core=\"{core}\"}} {}",
-                    placement.connections(core)
-                );
-            }
-            let name = "corekv_connections_moved_total";
-            let _ = writeln!(out, "# HELP {name} Binary-protocol connections moved from the shard's core to another.\n# TYPE {name} counter\n{name} {}", placement.moved());
-            let name = "corekv_core_busy_ratio";
-            let _ = writeln!(out, "# HELP {name} Share of about the last second each core's thread ran.\n# TYPE {name} gauge");
-            for core in 0..placement.cores() {
-                let _ = writeln!(
-                    out,
-                    "{name}{{core=\"{core}\"}} {}",
-                    f64::from(placement.busy(core)) / 1000.0
-                );
-            }
+            let per_core =
+                |out: &mut String, name: &str, help: &str, value: &dyn Fn(usize) -> f64| {
+                    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+                    for core in 0..placement.cores() {
+                        let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", value(core));
+                    }
+                };
+            per_core(
+                &mut out,
+                "corekv_core_connections",
+                "Connections each core serves (binary protocol and client URLs).",
+                &|core| f64::from(placement.connections(core)),
+            );
+            per_core(
+                &mut out,
+                "corekv_core_busy_ratio",
+                "Share of about the last second each core's thread ran.",
+                &|core| f64::from(placement.busy(core)) / 1000.0,
+            );
+            counter(
+                &mut out,
+                "corekv_connections_moved_total",
+                "Binary-protocol connections moved from the shard's core to another.",
+                placement.moved(),
+            );
         }
 
         let name = "corekv_requests_total";
