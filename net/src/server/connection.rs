@@ -16,7 +16,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
 use corekv_engine::{validate_delete_range, validate_put, validate_range, validate_txn};
@@ -30,7 +29,7 @@ use glommio::sync::Semaphore;
 use super::bridge::{Sinks, GATEWAY_SESSION_BASE};
 use super::config::ServerConfig;
 use super::mesh::{ClientRequest, Reply, ToShard};
-use super::placement::{Handoff, Placement};
+use super::placement::Handoffs;
 use super::shard::engine_error;
 use crate::protocol::codec::{
     decode_request, encode_response, peek_request_id, read_frame, server_handshake,
@@ -115,15 +114,7 @@ pub(crate) struct Core {
     /// Replies owed to the gateway (see `bridge`), when this core hosts it.
     gateway: Rc<RefCell<Sinks>>,
     /// Where connections that move go (core 0 only; see `placement`).
-    movers: RefCell<Option<Movers>>,
-}
-
-/// Core 0's way to move a connection: the other cores' hand-off queues and the counts.
-pub(crate) struct Movers {
-    /// `others[i]` reaches core `i + 1`.
-    pub others: Rc<[ConnectedSender<Handoff>]>,
-    /// Connection counts per core.
-    pub placement: Arc<Placement>,
+    movers: RefCell<Option<Handoffs>>,
 }
 
 impl Core {
@@ -176,14 +167,14 @@ impl Core {
     }
 
     /// Lets this core (core 0) move connections to the others.
-    pub(crate) fn set_movers(&self, movers: Movers) {
+    pub(crate) fn set_movers(&self, movers: Handoffs) {
         *self.movers.borrow_mut() = Some(movers);
     }
 
     /// Asks the busiest movable connection of this core to move to `target` at its next
     /// frame boundary; the requests of the last round decide, and an earlier ask that
-    /// was not taken (an idle connection) lapses. Returns whether one was asked.
-    pub(crate) fn ask_to_move(&self, target: usize) -> bool {
+    /// was not taken (an idle connection) lapses.
+    pub(crate) fn ask_to_move(&self, target: usize) {
         let connections = self.connections.borrow();
         let mut busiest: Option<(u64, &Connection)> = None;
         for connection in connections.values() {
@@ -198,12 +189,8 @@ impl Core {
                 busiest = Some((requests, connection));
             }
         }
-        match busiest {
-            Some((_, connection)) => {
-                connection.steering.move_to.set(Some(target));
-                true
-            }
-            None => false,
+        if let Some((_, connection)) = busiest {
+            connection.steering.move_to.set(Some(target));
         }
     }
 }
@@ -336,19 +323,15 @@ async fn detach(
         Written(bool),
         Read(std::io::Result<usize>),
     }
-    // SAFETY: `reader` holds the socket open, so `fd` is still this connection's.
+    // SAFETY: `reader` holds the socket open, so `fd` is still this connection's; the
+    // copy is a fresh descriptor nothing else owns.
     let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if copy < 0 || out.try_send(Outgoing::Detach).is_err() {
+    let copy = (copy >= 0).then(|| unsafe { OwnedFd::from_raw_fd(copy) });
+    let Some(copy) = copy.filter(|_| out.try_send(Outgoing::Detach).is_ok()) else {
         let _ = out.try_send(Outgoing::Close);
         writer.await;
-        if copy >= 0 {
-            // SAFETY: a fresh descriptor nothing else owns.
-            drop(unsafe { OwnedFd::from_raw_fd(copy) });
-        }
         return None;
-    }
-    // SAFETY: a fresh descriptor nothing else owns.
-    let copy = unsafe { OwnedFd::from_raw_fd(copy) };
+    };
     let (mut unread, mut socket) = take_unread(reader);
     let mut writer = writer;
     let mut chunk = vec![0u8; READ_BUFFER_BYTES];
@@ -414,34 +397,16 @@ impl Core {
     /// Hands a connection to core `target`; serves it here again if that core cannot
     /// take it.
     fn move_connection(self: &Rc<Self>, fd: OwnedFd, target: usize, unread: Vec<u8>) {
-        let movers = self.movers.borrow();
-        let sent = match movers.as_ref() {
-            Some(movers) => match target.checked_sub(1).and_then(|i| movers.others.get(i)) {
-                Some(sender) => {
-                    let open = movers.placement.open(target);
-                    match sender.try_send(Handoff::moved(fd, unread, open)) {
-                        Ok(()) => {
-                            movers.placement.count_move();
-                            return;
-                        }
-                        Err(error) => Handoff::take_back(error),
-                    }
-                }
-                None => Some((fd, unread)),
-            },
-            None => Some((fd, unread)),
+        // Only core 0, which has the queues, asks its connections to move.
+        let Some(movers) = self.movers.borrow().clone() else {
+            return;
         };
-        drop(movers);
-        let Some((fd, unread)) = sent else {
+        let Err((fd, unread)) = movers.move_to(target, fd, unread) else {
             return;
         };
         // SAFETY: the descriptor is an open, connected socket this core owns from here on.
         let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
-        let open = self
-            .movers
-            .borrow()
-            .as_ref()
-            .map(|movers| movers.placement.open(self.index));
+        let open = movers.placement().open(self.index);
         let core = self.clone();
         glommio::spawn_local(async move {
             serve(core, stream, Some(unread)).await;

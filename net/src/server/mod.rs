@@ -256,7 +256,6 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
                 glommio::spawn_local(run_bridge(core.clone(), bridge_key, bridge)).detach();
                 glommio::spawn_local(return_freed_memory(core_metrics)).detach();
                 glommio::spawn_local(plan.sample_load()).detach();
-                let loads = plan.placement();
                 let placement::CorePlan { binary, client, .. } = plan;
                 glommio::spawn_local(async move {
                     // The client URLs open later, once there is a leader.
@@ -286,11 +285,9 @@ pub fn run(mut config: ServerConfig) -> Result<()> {
                     move |stream, unread| connection::serve(serving_core.clone(), stream, unread),
                     // Core 0 may move its binary-protocol connections once it can reach
                     // the other cores.
-                    move |others| {
-                        core.set_movers(connection::Movers {
-                            others,
-                            placement: loads.clone(),
-                        });
+                    move |handoffs| {
+                        let loads = handoffs.placement().clone();
+                        core.set_movers(handoffs);
                         glommio::spawn_local(placement::rebalance(loads, core)).detach();
                     },
                 ))

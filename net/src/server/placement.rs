@@ -22,13 +22,12 @@
 //! thread's CPU time, sampled every [`SAMPLE_INTERVAL`] and smoothed over about a
 //! second.
 
+use std::future::Future;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use std::future::Future;
 
 use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::{AcceptedTcpStream, TcpListener, TcpStream};
@@ -60,23 +59,52 @@ enum Arrival {
     Moved { fd: OwnedFd, unread: Vec<u8> },
 }
 
-impl Handoff {
-    /// A connection core 0 served until now.
-    pub(crate) fn moved(fd: OwnedFd, unread: Vec<u8>, open: OpenConnection) -> Handoff {
-        Handoff(Arrival::Moved { fd, unread }, open)
+/// Core 0's ends of the hand-off queues: `queues[i]` reaches core `i + 1`.
+#[derive(Clone)]
+pub(crate) struct Handoffs {
+    placement: Arc<Placement>,
+    queues: Rc<[ConnectedSender<Handoff>]>,
+}
+
+impl Handoffs {
+    /// Queues `arrival` for `core`, counted there from now on. Hands it back when
+    /// `core` is core 0 or its queue is full or gone.
+    fn send(&self, core: usize, arrival: Arrival) -> Result<(), Arrival> {
+        let Some(queue) = core.checked_sub(1).and_then(|other| self.queues.get(other)) else {
+            return Err(arrival);
+        };
+        match queue.try_send(Handoff(arrival, self.placement.open(core))) {
+            Err(
+                GlommioError::Closed(ResourceType::Channel(Handoff(arrival, _)))
+                | GlommioError::WouldBlock(ResourceType::Channel(Handoff(arrival, _))),
+            ) => Err(arrival),
+            // try_send fails only with the item handed back, as above.
+            _ => Ok(()),
+        }
     }
 
-    /// What a failed [`ConnectedSender::try_send`] of a moved connection hands back.
-    pub(crate) fn take_back(error: GlommioError<Handoff>) -> Option<(OwnedFd, Vec<u8>)> {
-        match error {
-            GlommioError::Closed(ResourceType::Channel(Handoff(arrival, _)))
-            | GlommioError::WouldBlock(ResourceType::Channel(Handoff(arrival, _))) => match arrival
-            {
-                Arrival::Moved { fd, unread } => Some((fd, unread)),
-                Arrival::Accepted(_) => None,
-            },
-            _ => None,
+    /// Moves a connection core 0 served until now to `core`; hands its socket back when
+    /// that core cannot take it.
+    pub(crate) fn move_to(
+        &self,
+        core: usize,
+        fd: OwnedFd,
+        unread: Vec<u8>,
+    ) -> Result<(), (OwnedFd, Vec<u8>)> {
+        match self.send(core, Arrival::Moved { fd, unread }) {
+            Ok(()) => {
+                self.placement.moved.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(Arrival::Moved { fd, unread }) => Err((fd, unread)),
+            // send hands back what it was given.
+            Err(Arrival::Accepted(_)) => Ok(()),
         }
+    }
+
+    /// The load of every core.
+    pub(crate) fn placement(&self) -> &Arc<Placement> {
+        &self.placement
     }
 }
 
@@ -110,12 +138,6 @@ impl Placement {
             cores: (0..cores.max(1)).map(|_| CoreLoad::default()).collect(),
             moved: AtomicU64::new(0),
         })
-    }
-
-    /// Places a new connection: the core [`Placement::choose`] names, counting it there
-    /// at once so that the next choice sees it.
-    pub(crate) fn place(self: &Arc<Self>) -> OpenConnection {
-        self.open(self.choose())
     }
 
     /// The core a connection of core 0 should move to now, if any: core 0 ran for at
@@ -182,11 +204,6 @@ impl Placement {
     /// Thousandths of about the last second `core` ran.
     pub(crate) fn busy(&self, core: usize) -> u32 {
         self.cores[core].busy.load(Ordering::Relaxed)
-    }
-
-    /// Counts a connection moved to another core.
-    pub(crate) fn count_move(&self) {
-        self.moved.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Connections moved to another core so far.
@@ -334,17 +351,13 @@ impl CorePlan {
     pub(crate) fn sample_load(&self) -> impl Future<Output = ()> {
         sample_busy(self.placement.clone(), self.index)
     }
-
-    /// The load of every core.
-    pub(crate) fn placement(&self) -> Arc<Placement> {
-        self.placement.clone()
-    }
 }
 
 impl Side {
     /// Serves connections with `serve`: on core 0 those accepted on `listeners` and
     /// kept, on the other cores those core 0 hands over. Returns when core 0 stops
     /// handing over (never on core 0: it accepts until the process exits).
+    ///
     /// `serve` gets each connection and, for one that moved from core 0, the bytes core 0
     /// had read and not handled. On core 0, `connected` gets the other cores' queues once
     /// they are connected.
@@ -352,22 +365,20 @@ impl Side {
         self,
         listeners: Vec<TcpListener>,
         serve: F,
-        connected: impl FnOnce(Rc<[ConnectedSender<Handoff>]>),
+        connected: impl FnOnce(Handoffs),
     ) where
         F: Fn(TcpStream, Option<Vec<u8>>) -> Fut + Clone + 'static,
         Fut: Future<Output = ()> + 'static,
     {
         let Side { placement, end } = self;
         // A connection counts on its core while it is served.
-        let serve_here = {
-            move |stream: TcpStream, unread: Option<Vec<u8>>, open: OpenConnection| {
-                let served = serve(stream, unread);
-                glommio::spawn_local(async move {
-                    served.await;
-                    drop(open);
-                })
-                .detach();
-            }
+        let serve_here = move |stream: TcpStream, unread: Option<Vec<u8>>, open: OpenConnection| {
+            let served = serve(stream, unread);
+            glommio::spawn_local(async move {
+                served.await;
+                drop(open);
+            })
+            .detach();
         };
         match end {
             End::Receives(receiver) => {
@@ -386,19 +397,21 @@ impl Side {
                 }
             }
             End::Accepts(senders) => {
-                let mut others = Vec::with_capacity(senders.len());
+                let mut queues = Vec::with_capacity(senders.len());
                 for sender in senders {
-                    others.push(sender.connect().await);
+                    queues.push(sender.connect().await);
                 }
-                let others: Rc<[ConnectedSender<Handoff>]> = others.into();
-                connected(others.clone());
+                let handoffs = Handoffs {
+                    placement,
+                    queues: queues.into(),
+                };
+                connected(handoffs.clone());
                 let accepting: Vec<_> = listeners
                     .into_iter()
                     .map(|listener| {
                         glommio::spawn_local(accept_and_place(
                             listener,
-                            placement.clone(),
-                            others.clone(),
+                            handoffs.clone(),
                             serve_here.clone(),
                         ))
                     })
@@ -412,14 +425,13 @@ impl Side {
 }
 
 /// Accepts on `listener` (on core 0) for ever, serving each connection here with
-/// `serve_here` or handing it to the core [`Placement::choose`] names. `others[i]`
-/// reaches core `i + 1`. A hand-off that cannot be queued (that core's queue is full,
-/// or it stopped) is served here. A connection still queued when its core stops is
-/// closed when the process exits (the server is stopping then).
+/// `serve_here` or handing it to the core [`Placement::choose`] names. A hand-off that
+/// cannot be queued (that core's queue is full, or it stopped) is served here. A
+/// connection still queued when its core stops is closed when the process exits (the
+/// server is stopping then).
 async fn accept_and_place(
     listener: TcpListener,
-    placement: Arc<Placement>,
-    others: Rc<[ConnectedSender<Handoff>]>,
+    handoffs: Handoffs,
     serve_here: impl Fn(TcpStream, Option<Vec<u8>>, OpenConnection),
 ) {
     loop {
@@ -431,29 +443,17 @@ async fn accept_and_place(
                 continue;
             }
         };
-        let open = placement.place();
-        let (accepted, open) = match open.core.checked_sub(1).and_then(|other| others.get(other)) {
-            None => (accepted, open),
-            Some(sender) => match sender.try_send(Handoff(Arrival::Accepted(accepted), open)) {
-                Ok(()) => continue,
-                Err(
-                    GlommioError::Closed(ResourceType::Channel(Handoff(
-                        Arrival::Accepted(accepted),
-                        open,
-                    )))
-                    | GlommioError::WouldBlock(ResourceType::Channel(Handoff(
-                        Arrival::Accepted(accepted),
-                        open,
-                    ))),
-                ) => {
-                    drop(open);
-                    (accepted, placement.open(0))
-                }
-                // try_send fails only with the item handed back, as above.
-                Err(_) => continue,
-            },
-        };
-        serve_here(accepted.bind_to_executor(), None, open);
+        let core = handoffs.placement.choose();
+        match handoffs.send(core, Arrival::Accepted(accepted)) {
+            Ok(()) => {}
+            Err(Arrival::Accepted(accepted)) => serve_here(
+                accepted.bind_to_executor(),
+                None,
+                handoffs.placement.open(0),
+            ),
+            // send hands back what it was given.
+            Err(Arrival::Moved { .. }) => {}
+        }
     }
 }
 

@@ -161,7 +161,17 @@ async fn call(
     send.send_data(message, true).unwrap();
     let response = response.await.unwrap();
     assert_eq!(response.status(), 200);
-    let mut body = response.into_body();
+    let (data, trailers) = read_body(response.into_body()).await;
+    let status = trailers
+        .get("grpc-status")
+        .map(|status| status.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (data, status)
+}
+
+/// Reads a response body to its end, giving its window back as it goes, and its
+/// trailers.
+async fn read_body(mut body: h2::RecvStream) -> (Vec<u8>, axum::http::HeaderMap) {
     let mut data = Vec::new();
     while let Some(chunk) = body.data().await {
         let chunk = chunk.unwrap();
@@ -169,11 +179,7 @@ async fn call(
         data.extend_from_slice(&chunk);
     }
     let trailers = body.trailers().await.unwrap().unwrap_or_default();
-    let status = trailers
-        .get("grpc-status")
-        .map(|status| status.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (data, status)
+    (data, trailers)
 }
 
 fn client_runtime() -> tokio::runtime::Runtime {
@@ -296,14 +302,7 @@ async fn whole_answer(
     };
     let status = response.status().as_u16();
     let headers = list(response.headers());
-    let mut body = response.into_body();
-    let mut data = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.unwrap();
-        body.flow_control().release_capacity(chunk.len()).unwrap();
-        data.extend_from_slice(&chunk);
-    }
-    let trailers = body.trailers().await.unwrap().unwrap_or_default();
+    let (data, trailers) = read_body(response.into_body()).await;
     (status, headers, data, list(&trailers))
 }
 
